@@ -1,0 +1,947 @@
+//! The WireGuard device: every peer, the receiver-index table, cryptokey routing, and the
+//! handshake path's DoS defences — as a state machine with no I/O.
+//!
+//! # Calling contract
+//! Like quinn-proto's `Endpoint`, a [`Device`] is driven by its owner (the I/O shell):
+//!
+//! * **Commands** configure it: [`Device::set_private_key`], [`Device::add_peer`],
+//!   [`Device::set_endpoint`], [`Device::add_allowed_ip`], … (the UAPI maps onto these).
+//! * **`handle_*`-style calls** feed it input: [`Device::encapsulate`] for a packet read from
+//!   the TUN, [`Device::decapsulate`] for a datagram read from the network, and
+//!   [`Device::handle_timeout`] when [`Device::poll_timeout`] says a deadline passed.
+//! * **`poll_*` calls** drain output: after any of the above, call [`Device::poll_transmit`]
+//!   until it returns `None` and send each datagram.
+//!
+//! Every call takes `now`; nothing reads a clock. Randomness (ephemeral keys, indices, jitter,
+//! cookie secrets) comes from a ChaCha20 generator seeded in [`Device::new`], so a test with a
+//! fixed seed and a fake clock is fully deterministic.
+//!
+//! # The data path
+//! [`Device::encapsulate`] and [`Device::decapsulate`] work in place on the caller's buffer and
+//! allocate nothing. Only the handshake path allocates (queued handshakes, packets staged while
+//! a handshake is pending, transmits it creates).
+//!
+//! # Bad input
+//! Every malformed, unauthenticated, replayed or unexpected datagram is dropped, counted in
+//! [`DeviceStats`], and reported as [`Decapsulated::Dropped`] with a reason; none changes a
+//! session's state. Nothing here panics on any input.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use weft_keys::{PresharedKey, PrivateKey, PublicKey};
+
+use crate::allowedips::{AllowedIps, AllowedIpsError};
+use crate::cookie::{CookieChecker, MacVerdict};
+use crate::handshake::{self, HandshakeError, StaticIdentity};
+use crate::messages::{Message, INITIATION_LEN, RESPONSE_LEN, TAG_LEN, TRANSPORT_HEADER_LEN};
+use crate::peer::{Peer, PeerId, Slot};
+use crate::ratelimiter::RateLimiter;
+use crate::session::{OpenError, Session};
+use crate::stats::{DeviceStats, RxDrop, TxDrop};
+use crate::timers::{
+    HANDSHAKE_INITIATION_RATE, KEEPALIVE_TIMEOUT, MAX_TIMER_HANDSHAKES, REKEY_ON_RECEIVE_AGE,
+    REKEY_TIMEOUT, REKEY_TIMEOUT_JITTER_MAX_MS, ZERO_KEYS_AFTER,
+};
+use crate::{crypto, ip, Endpoint};
+
+/// Bound of the queue of handshake messages waiting for processing (the kernel's
+/// `MAX_QUEUED_INCOMING_HANDSHAKES`).
+pub const MAX_QUEUED_HANDSHAKES: usize = 4096;
+/// The device is *under load* while the handshake queue holds at least this many messages,
+/// and for a second afterwards (the trigger of the kernel and wireguard-go).
+pub const UNDER_LOAD_QUEUE_LEN: usize = MAX_QUEUED_HANDSHAKES / 8;
+const UNDER_LOAD_HOLD: Duration = Duration::from_secs(1);
+/// Handshakes processed per [`Device::handle_timeout`] call, so a flood cannot starve data.
+pub const HANDSHAKES_PER_TIMEOUT: usize = 64;
+/// Default tunnel MTU (wireguard-go's).
+pub const DEFAULT_MTU: usize = 1420;
+
+/// A datagram the device wants sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub endpoint: Endpoint,
+    /// The peer it is for; `None` for cookie replies to unauthenticated senders.
+    pub peer: Option<PeerId>,
+    /// The UDP payload.
+    pub payload: Vec<u8>,
+}
+
+/// The result of [`Device::encapsulate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Encapsulated {
+    /// The buffer now holds a transport message of `len` bytes to send to `endpoint`.
+    Send {
+        /// The destination peer.
+        peer: PeerId,
+        /// Where to send the message.
+        endpoint: Endpoint,
+        /// Length of the message at the start of the buffer.
+        len: usize,
+    },
+    /// No usable session yet: the packet was queued and a handshake started (see
+    /// [`Device::poll_transmit`]).
+    Staged(PeerId),
+    /// The packet was dropped and counted.
+    Dropped(TxDrop),
+}
+
+/// The result of [`Device::decapsulate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decapsulated {
+    /// The datagram held an IP packet for the TUN at `datagram[start..start + len]`.
+    Packet {
+        /// The sending peer.
+        peer: PeerId,
+        /// Offset of the packet in the datagram buffer.
+        start: usize,
+        /// Length of the packet (padding removed).
+        len: usize,
+    },
+    /// A valid keepalive from `peer`; nothing to deliver.
+    Keepalive(PeerId),
+    /// A handshake message was accepted for processing or answered; check
+    /// [`Device::poll_timeout`] and [`Device::poll_transmit`].
+    Handshake,
+    /// The datagram was dropped and counted.
+    Dropped(RxDrop),
+}
+
+/// What [`Device::peer_info`] reports about a peer (the UAPI `get` needs all of it).
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    /// The peer's public key.
+    pub public_key: PublicKey,
+    /// Its preshared key (all zeros for none).
+    pub preshared_key: PresharedKey,
+    /// Its current endpoint.
+    pub endpoint: Option<Endpoint>,
+    /// Wall-clock time of the last completed handshake, since the Unix epoch.
+    pub last_handshake: Option<Duration>,
+    /// Bytes received from the peer (whole WireGuard messages).
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer (whole WireGuard messages).
+    pub tx_bytes: u64,
+    /// Persistent keepalive interval in seconds; zero is off.
+    pub persistent_keepalive: u16,
+    /// Its allowed IPs.
+    pub allowed_ips: Vec<(IpAddr, u8)>,
+}
+
+#[derive(Debug)]
+struct QueuedHandshake {
+    from: Endpoint,
+    bytes: Vec<u8>,
+}
+
+/// A WireGuard device. See the module documentation for the calling contract.
+#[derive(Debug)]
+pub struct Device {
+    identity: Option<StaticIdentity>,
+    checker: Option<CookieChecker>,
+    peers: BTreeMap<PeerId, Peer>,
+    by_key: BTreeMap<PublicKey, PeerId>,
+    indices: BTreeMap<u32, PeerId>,
+    allowed: AllowedIps<PeerId>,
+    next_peer_id: u32,
+    rng: ChaCha20Rng,
+    clock_base: (Instant, Duration),
+    queue: VecDeque<QueuedHandshake>,
+    under_load_until: Option<Instant>,
+    limiter: RateLimiter,
+    transmits: VecDeque<Transmit>,
+    stats: DeviceStats,
+    mtu: usize,
+}
+
+fn jitter(rng: &mut ChaCha20Rng) -> Duration {
+    Duration::from_millis(u64::from(rng.next_u32()) % REKEY_TIMEOUT_JITTER_MAX_MS)
+}
+
+fn alloc_index(indices: &mut BTreeMap<u32, PeerId>, rng: &mut ChaCha20Rng, id: PeerId) -> u32 {
+    loop {
+        let idx = rng.next_u32();
+        if let std::collections::btree_map::Entry::Vacant(e) = indices.entry(idx) {
+            e.insert(id);
+            return idx;
+        }
+    }
+}
+
+fn free_indices(indices: &mut BTreeMap<u32, PeerId>, freed: impl IntoIterator<Item = u32>) {
+    for idx in freed {
+        indices.remove(&idx);
+    }
+}
+
+impl Device {
+    /// Creates a device with no key and no peers.
+    ///
+    /// `seed` seeds every random choice; `now` and `unix_now` pin the monotonic clock to wall
+    /// time, which the handshake's TAI64N timestamps and `last_handshake` need.
+    pub fn new(seed: [u8; 32], now: Instant, unix_now: Duration) -> Self {
+        Self {
+            identity: None,
+            checker: None,
+            peers: BTreeMap::new(),
+            by_key: BTreeMap::new(),
+            indices: BTreeMap::new(),
+            allowed: AllowedIps::new(),
+            next_peer_id: 0,
+            rng: ChaCha20Rng::from_seed(seed),
+            clock_base: (now, unix_now),
+            queue: VecDeque::new(),
+            under_load_until: None,
+            limiter: RateLimiter::new(),
+            transmits: VecDeque::new(),
+            stats: DeviceStats::default(),
+            mtu: DEFAULT_MTU,
+        }
+    }
+
+    fn unix_time(&self, at: Instant) -> Duration {
+        let (base, unix) = self.clock_base;
+        match at.checked_duration_since(base) {
+            Some(d) => unix + d,
+            None => unix.saturating_sub(base.saturating_duration_since(at)),
+        }
+    }
+
+    /// Sets the tunnel MTU, which bounds padding.
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = mtu;
+    }
+
+    /// The counters of dropped and processed messages.
+    pub fn stats(&self) -> &DeviceStats {
+        &self.stats
+    }
+
+    /// The private key, if one is set.
+    pub fn private_key(&self) -> Option<&PrivateKey> {
+        self.identity.as_ref().map(|i| &i.private)
+    }
+
+    /// The public key, if a private key is set.
+    pub fn public_key(&self) -> Option<PublicKey> {
+        self.identity.as_ref().map(|i| i.public)
+    }
+
+    /// Sets or clears the private key. A new key invalidates every session (the static-static
+    /// secrets change), and a peer whose public key equals our new one is removed, as
+    /// wireguard-go does.
+    pub fn set_private_key(&mut self, key: Option<PrivateKey>) {
+        let key = key.filter(|k| !k.is_zero());
+        match (&self.identity, &key) {
+            (Some(cur), Some(new)) if cur.private.ct_eq(new) => return,
+            (None, None) => return,
+            _ => {}
+        }
+        self.identity = key.map(StaticIdentity::new);
+        self.checker = self
+            .identity
+            .as_ref()
+            .map(|i| CookieChecker::new(&i.public));
+        if let Some(own) = self.public_key() {
+            if let Some(&id) = self.by_key.get(&own) {
+                self.remove_peer(id);
+            }
+        }
+        let ids: Vec<PeerId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let Some(peer) = self.peers.get_mut(&id) else {
+                continue;
+            };
+            peer.static_static = self
+                .identity
+                .as_ref()
+                .and_then(|i| i.static_static(&peer.public));
+            let freed = peer.clear_sessions();
+            free_indices(&mut self.indices, freed);
+        }
+    }
+
+    /// Adds a peer, or returns the existing one with this key.
+    pub fn add_peer(&mut self, public: PublicKey) -> PeerId {
+        if let Some(&id) = self.by_key.get(&public) {
+            return id;
+        }
+        let id = PeerId(self.next_peer_id);
+        self.next_peer_id = self.next_peer_id.wrapping_add(1);
+        let ss = self
+            .identity
+            .as_ref()
+            .and_then(|i| i.static_static(&public));
+        self.peers.insert(id, Peer::new(public, ss));
+        self.by_key.insert(public, id);
+        id
+    }
+
+    /// The peer with this public key.
+    pub fn peer_id(&self, public: &PublicKey) -> Option<PeerId> {
+        self.by_key.get(public).copied()
+    }
+
+    /// All peers, in a stable order.
+    pub fn peer_ids(&self) -> Vec<PeerId> {
+        self.peers.keys().copied().collect()
+    }
+
+    /// Removes a peer with its sessions, queued packets and allowed IPs.
+    pub fn remove_peer(&mut self, id: PeerId) {
+        let Some(mut peer) = self.peers.remove(&id) else {
+            return;
+        };
+        free_indices(&mut self.indices, peer.clear_sessions());
+        self.by_key.remove(&peer.public);
+        self.allowed.remove_by_value(&id);
+    }
+
+    /// Removes every peer.
+    pub fn remove_all_peers(&mut self) {
+        for id in self.peer_ids() {
+            self.remove_peer(id);
+        }
+    }
+
+    /// Sets a peer's preshared key (all zeros for none).
+    pub fn set_preshared_key(&mut self, id: PeerId, psk: PresharedKey) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.psk = psk;
+        }
+    }
+
+    /// Sets a peer's endpoint. It also changes on its own when authenticated packets arrive
+    /// from elsewhere (roaming).
+    pub fn set_endpoint(&mut self, id: PeerId, endpoint: Option<Endpoint>) {
+        if let Some(p) = self.peers.get_mut(&id) {
+            p.endpoint = endpoint;
+        }
+    }
+
+    /// Sets the persistent keepalive interval in seconds (zero turns it off). Turning it on
+    /// sends a keepalive at once, which starts a handshake if there is no session — so a peer
+    /// behind NAT becomes reachable without waiting for traffic, as in wireguard-go.
+    pub fn set_persistent_keepalive(&mut self, id: PeerId, secs: u16, now: Instant) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let was = p.timers.persistent_interval;
+        p.timers.persistent_interval = secs;
+        if secs == 0 {
+            p.timers.persistent_keepalive = None;
+        } else if was == 0 {
+            self.send_keepalive(id, now);
+        }
+    }
+
+    /// Routes `addr/cidr` to a peer (moving it from another peer if needed).
+    ///
+    /// # Errors
+    /// [`AllowedIpsError::PrefixTooLong`] when `cidr` exceeds the address length.
+    pub fn add_allowed_ip(
+        &mut self,
+        id: PeerId,
+        addr: IpAddr,
+        cidr: u8,
+    ) -> Result<(), AllowedIpsError> {
+        if !self.peers.contains_key(&id) {
+            return Ok(());
+        }
+        self.allowed.insert(addr, cidr, id)
+    }
+
+    /// Removes every allowed IP of a peer.
+    pub fn clear_allowed_ips(&mut self, id: PeerId) {
+        self.allowed.remove_by_value(&id);
+    }
+
+    /// The peer that `addr` routes to.
+    pub fn route(&self, addr: IpAddr) -> Option<PeerId> {
+        self.allowed.lookup(addr).copied()
+    }
+
+    /// What the UAPI reports about a peer.
+    pub fn peer_info(&self, id: PeerId) -> Option<PeerInfo> {
+        let p = self.peers.get(&id)?;
+        Some(PeerInfo {
+            public_key: p.public,
+            preshared_key: p.psk.clone(),
+            endpoint: p.endpoint,
+            last_handshake: p.last_handshake.map(|t| self.unix_time(t)),
+            rx_bytes: p.rx_bytes,
+            tx_bytes: p.tx_bytes,
+            persistent_keepalive: p.timers.persistent_interval,
+            allowed_ips: self.allowed.prefixes_of(&id),
+        })
+    }
+
+    /// Whether the device is in the under-load mode that demands cookies.
+    pub fn is_under_load(&self, now: Instant) -> bool {
+        self.queue.len() >= UNDER_LOAD_QUEUE_LEN || self.under_load_until.is_some_and(|t| now < t)
+    }
+
+    /// Encrypts an IP packet read from the TUN.
+    ///
+    /// `buf[TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + len]` holds the packet; the buffer must
+    /// have room behind it for padding and the tag ([`crate::buffer_len_for`]). On
+    /// [`Encapsulated::Send`], the message is `buf[..len]`.
+    pub fn encapsulate(&mut self, now: Instant, buf: &mut [u8], len: usize) -> Encapsulated {
+        let Some(packet) = buf.get(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + len) else {
+            return self.tx_drop(TxDrop::Malformed);
+        };
+        let Some(dst) = ip::destination(packet) else {
+            return self.tx_drop(TxDrop::Malformed);
+        };
+        let Some(id) = self.route(dst) else {
+            return self.tx_drop(TxDrop::NoRoute);
+        };
+        let mtu = self.mtu;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return self.tx_drop(TxDrop::NoRoute);
+        };
+        let Some(endpoint) = peer.endpoint else {
+            return self.tx_drop(TxDrop::NoEndpoint);
+        };
+        if !peer.can_send(now) || !peer.staged.is_empty() {
+            let copy = packet.to_vec();
+            if peer.stage(copy) {
+                self.stats.tx_staged_overflow += 1;
+            }
+            self.send_initiation(id, now, false);
+            return Encapsulated::Staged(id);
+        }
+        let Some(session) = peer.current.as_mut() else {
+            return self.tx_drop(TxDrop::NoSession);
+        };
+        let Some(n) = session.seal(buf, len, mtu) else {
+            return self.tx_drop(TxDrop::BufferTooSmall);
+        };
+        let rekey = session.wants_rekey_on_send(now);
+        let j = jitter(&mut self.rng);
+        peer.tx_bytes += n as u64;
+        if len > 0 {
+            peer.timers.data_sent(now, j);
+        }
+        peer.timers.authenticated_sent();
+        peer.timers.authenticated_traversal(now);
+        if rekey {
+            self.send_initiation(id, now, false);
+        }
+        Encapsulated::Send {
+            peer: id,
+            endpoint,
+            len: n,
+        }
+    }
+
+    fn tx_drop(&mut self, why: TxDrop) -> Encapsulated {
+        self.stats.count_tx(why);
+        Encapsulated::Dropped(why)
+    }
+
+    fn rx_drop(&mut self, why: RxDrop) -> Decapsulated {
+        self.stats.count_rx(why);
+        Decapsulated::Dropped(why)
+    }
+
+    /// Processes a datagram read from the network (already known to be WireGuard, see
+    /// [`crate::demux`]). Transport data is decrypted in place.
+    pub fn decapsulate(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        datagram: &mut [u8],
+    ) -> Decapsulated {
+        let (receiver, counter) = match Message::parse(datagram) {
+            Err(_) => return self.rx_drop(RxDrop::Malformed),
+            Ok(Message::Initiation(_)) | Ok(Message::Response(_)) => {
+                return self.accept_handshake(now, from, datagram);
+            }
+            Ok(Message::CookieReply(reply)) => {
+                let consumed = self
+                    .indices
+                    .get(&reply.receiver())
+                    .and_then(|id| self.peers.get_mut(id))
+                    .is_some_and(|p| p.cookie.consume_reply(&reply, now));
+                if !consumed {
+                    return self.rx_drop(RxDrop::BadCookieReply);
+                }
+                self.stats.rx_cookie_replies += 1;
+                return Decapsulated::Handshake;
+            }
+            Ok(Message::Transport(t)) => (t.receiver(), t.counter()),
+        };
+        let total = datagram.len();
+        let Some(&id) = self.indices.get(&receiver) else {
+            return self.rx_drop(RxDrop::UnknownIndex);
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return self.rx_drop(RxDrop::UnknownIndex);
+        };
+        let Some((slot, session)) = peer.session_mut(receiver) else {
+            return self.rx_drop(RxDrop::UnknownIndex);
+        };
+        if !session.can_receive(now) {
+            return self.rx_drop(RxDrop::Expired);
+        }
+        let Some(payload) = datagram.get_mut(TRANSPORT_HEADER_LEN..) else {
+            return self.rx_drop(RxDrop::Malformed);
+        };
+        let n = match session.open(counter, payload) {
+            Ok(n) => n,
+            Err(OpenError::Replay) => return self.rx_drop(RxDrop::Replay),
+            Err(OpenError::Auth) => return self.rx_drop(RxDrop::DecryptFailed),
+        };
+        peer.rx_bytes += total as u64;
+        peer.endpoint = Some(from);
+        peer.timers.authenticated_received();
+        peer.timers.authenticated_traversal(now);
+        let mut confirmed = false;
+        if slot == Slot::Next {
+            let freed = peer.confirm_next();
+            free_indices(&mut self.indices, freed);
+            peer.timers.handshake_complete();
+            peer.last_handshake = Some(now);
+            confirmed = true;
+        }
+        let rekey = !peer.sent_lastminute_handshake
+            && peer.current.as_ref().is_some_and(|s| {
+                s.initiator && now.saturating_duration_since(s.created) >= REKEY_ON_RECEIVE_AGE
+            });
+        if rekey {
+            peer.sent_lastminute_handshake = true;
+        }
+        let verdict = if n == 0 {
+            Decapsulated::Keepalive(id)
+        } else {
+            let inner = datagram
+                .get(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + n)
+                .and_then(ip::length_and_source);
+            match inner {
+                None => {
+                    self.stats.count_rx(RxDrop::BadInnerPacket);
+                    Decapsulated::Dropped(RxDrop::BadInnerPacket)
+                }
+                Some((_, src)) if self.allowed.lookup(src) != Some(&id) => {
+                    self.stats.count_rx(RxDrop::SourceNotAllowed);
+                    Decapsulated::Dropped(RxDrop::SourceNotAllowed)
+                }
+                Some((len, _)) => {
+                    if let Some(p) = self.peers.get_mut(&id) {
+                        p.timers.data_received(now);
+                    }
+                    Decapsulated::Packet {
+                        peer: id,
+                        start: TRANSPORT_HEADER_LEN,
+                        len,
+                    }
+                }
+            }
+        };
+        if confirmed {
+            self.flush_staged(id, now);
+        }
+        if rekey {
+            self.send_initiation(id, now, false);
+        }
+        verdict
+    }
+
+    /// Checks a handshake message's MACs and either answers with a cookie, drops it, or
+    /// queues it for [`Device::handle_timeout`].
+    fn accept_handshake(&mut self, now: Instant, from: Endpoint, bytes: &[u8]) -> Decapsulated {
+        let under_load = self.queue.len() >= UNDER_LOAD_QUEUE_LEN;
+        if under_load {
+            self.under_load_until = Some(now + UNDER_LOAD_HOLD);
+        }
+        let under_load = self.is_under_load(now);
+        let Some(checker) = self.checker.as_mut() else {
+            return self.rx_drop(RxDrop::NoPrivateKey);
+        };
+        let udp_src: Option<SocketAddr> = match from {
+            Endpoint::Udp(a) => Some(a),
+            Endpoint::Derp(_) => None,
+        };
+        // A relay proves nothing about the source address, so cookies apply only to UDP.
+        let demand_cookie = under_load && udp_src.is_some();
+        let src_for_mac = udp_src.unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+        match checker.check(bytes, &src_for_mac, demand_cookie, now) {
+            MacVerdict::Invalid => return self.rx_drop(RxDrop::BadMac),
+            MacVerdict::ValidNoCookie if demand_cookie => {
+                let sender = bytes
+                    .get(4..8)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u32::from_le_bytes)
+                    .unwrap_or(0);
+                let rng = &mut self.rng;
+                let reply = checker
+                    .make_reply(bytes, sender, &src_for_mac, now, &mut |b| rng.fill_bytes(b));
+                self.transmits.push_back(Transmit {
+                    endpoint: from,
+                    peer: None,
+                    payload: reply.to_vec(),
+                });
+                self.stats.tx_cookie_replies += 1;
+                return Decapsulated::Handshake;
+            }
+            MacVerdict::ValidWithCookie if demand_cookie => {
+                if !self.limiter.allow(src_for_mac.ip(), now) {
+                    return self.rx_drop(RxDrop::RateLimited);
+                }
+            }
+            MacVerdict::ValidNoCookie | MacVerdict::ValidWithCookie => {}
+        }
+        if self.queue.len() >= MAX_QUEUED_HANDSHAKES {
+            return self.rx_drop(RxDrop::HandshakeQueueFull);
+        }
+        self.queue.push_back(QueuedHandshake {
+            from,
+            bytes: bytes.to_vec(),
+        });
+        Decapsulated::Handshake
+    }
+
+    /// The next time [`Device::handle_timeout`] has work: now, if handshakes are queued.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timers = self
+            .peers
+            .values()
+            .filter_map(|p| p.timers.next_deadline())
+            .min();
+        if self.queue.is_empty() {
+            timers
+        } else {
+            // Queued handshakes are due at once; the earliest possible instant says so.
+            Some(timers.map_or(self.clock_base.0, |t| t.min(self.clock_base.0)))
+        }
+    }
+
+    /// Processes queued handshakes (a bounded number) and expired timers.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for _ in 0..HANDSHAKES_PER_TIMEOUT {
+            let Some(q) = self.queue.pop_front() else {
+                break;
+            };
+            if let Err(why) = self.process_handshake(now, q.from, &q.bytes) {
+                self.stats.count_rx(why);
+            }
+        }
+        let due: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.timers.next_deadline().is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.fire_timers(id, now);
+        }
+    }
+
+    fn fire_timers(&mut self, id: PeerId, now: Instant) {
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let fired = peer.timers.due(now);
+        if fired.retransmit {
+            if peer.timers.handshake_attempts > MAX_TIMER_HANDSHAKES {
+                // Give up: drop what waited for this handshake; erase keys later.
+                self.stats.tx_handshake_gave_up += 1;
+                peer.staged.clear();
+                peer.timers.send_keepalive = None;
+                if peer.timers.zero_keys.is_none() {
+                    peer.timers.zero_keys = Some(now + ZERO_KEYS_AFTER);
+                }
+            } else {
+                peer.timers.handshake_attempts += 1;
+                self.send_initiation(id, now, true);
+            }
+        }
+        if fired.send_keepalive {
+            self.send_keepalive(id, now);
+            if let Some(p) = self.peers.get_mut(&id) {
+                if p.timers.need_another_keepalive {
+                    p.timers.need_another_keepalive = false;
+                    p.timers.send_keepalive = Some(now + KEEPALIVE_TIMEOUT);
+                }
+            }
+        }
+        if fired.persistent_keepalive {
+            self.send_keepalive(id, now);
+        }
+        if fired.new_handshake {
+            self.send_initiation(id, now, false);
+        }
+        if fired.zero_keys {
+            if let Some(p) = self.peers.get_mut(&id) {
+                let freed = p.clear_sessions();
+                free_indices(&mut self.indices, freed);
+            }
+        }
+    }
+
+    /// Starts a handshake with a peer now (if one was not sent in the last REKEY_TIMEOUT).
+    pub fn initiate_handshake(&mut self, id: PeerId, now: Instant) {
+        self.send_initiation(id, now, false);
+    }
+
+    fn send_initiation(&mut self, id: PeerId, now: Instant, retry: bool) {
+        let Some(identity) = self.identity.as_ref() else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !retry {
+            peer.timers.handshake_attempts = 0;
+        }
+        if peer
+            .last_initiation_sent
+            .is_some_and(|t| now.saturating_duration_since(t) < REKEY_TIMEOUT)
+        {
+            return;
+        }
+        let (Some(endpoint), Some(ss)) = (peer.endpoint, peer.static_static.as_ref()) else {
+            return;
+        };
+        if let Some(old) = peer.initiator.take() {
+            self.indices.remove(&old.local_index);
+        }
+        let idx = alloc_index(&mut self.indices, &mut self.rng, id);
+        let mut eph = [0u8; 32];
+        self.rng.fill_bytes(&mut eph);
+        let (base, unix) = self.clock_base;
+        let timestamp = crypto::tai64n(unix + now.saturating_duration_since(base));
+        let mut msg = [0u8; INITIATION_LEN];
+        match handshake::create_initiation(
+            identity,
+            &peer.public,
+            ss,
+            idx,
+            eph,
+            timestamp,
+            &mut msg,
+        ) {
+            Ok(state) => peer.initiator = Some(state),
+            Err(_) => {
+                self.indices.remove(&idx);
+                return;
+            }
+        }
+        peer.cookie.add_macs(&mut msg, now);
+        peer.last_initiation_sent = Some(now);
+        peer.tx_bytes += INITIATION_LEN as u64;
+        let j = jitter(&mut self.rng);
+        peer.timers.authenticated_traversal(now);
+        peer.timers.authenticated_sent();
+        peer.timers.handshake_initiated(now, j);
+        self.stats.tx_initiations += 1;
+        self.transmits.push_back(Transmit {
+            endpoint,
+            peer: Some(id),
+            payload: msg.to_vec(),
+        });
+    }
+
+    fn send_keepalive(&mut self, id: PeerId, now: Instant) {
+        let mtu = self.mtu;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let (Some(endpoint), true) = (peer.endpoint, peer.can_send(now)) else {
+            self.send_initiation(id, now, false);
+            return;
+        };
+        let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + TAG_LEN];
+        let Some(n) = peer.current.as_mut().and_then(|s| s.seal(&mut buf, 0, mtu)) else {
+            return;
+        };
+        buf.truncate(n);
+        peer.tx_bytes += n as u64;
+        peer.timers.authenticated_sent();
+        peer.timers.authenticated_traversal(now);
+        self.transmits.push_back(Transmit {
+            endpoint,
+            peer: Some(id),
+            payload: buf,
+        });
+    }
+
+    /// Sends packets that waited for a session. Returns how many were sent.
+    fn flush_staged(&mut self, id: PeerId, now: Instant) -> usize {
+        let mtu = self.mtu;
+        let mut sent = 0;
+        let Some(peer) = self.peers.get_mut(&id) else {
+            return 0;
+        };
+        let Some(endpoint) = peer.endpoint else {
+            return 0;
+        };
+        while peer.can_send(now) {
+            let Some(packet) = peer.staged.pop_front() else {
+                break;
+            };
+            let mut buf = vec![0u8; crate::buffer_len_for(packet.len(), mtu)];
+            if let Some(body) =
+                buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + packet.len())
+            {
+                body.copy_from_slice(&packet);
+            }
+            let Some(n) = peer
+                .current
+                .as_mut()
+                .and_then(|s| s.seal(&mut buf, packet.len(), mtu))
+            else {
+                break;
+            };
+            buf.truncate(n);
+            peer.tx_bytes += n as u64;
+            let j = jitter(&mut self.rng);
+            if !packet.is_empty() {
+                peer.timers.data_sent(now, j);
+            }
+            peer.timers.authenticated_sent();
+            peer.timers.authenticated_traversal(now);
+            self.transmits.push_back(Transmit {
+                endpoint,
+                peer: Some(id),
+                payload: buf,
+            });
+            sent += 1;
+        }
+        sent
+    }
+
+    fn process_handshake(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        bytes: &[u8],
+    ) -> Result<(), RxDrop> {
+        match Message::parse(bytes) {
+            Ok(Message::Initiation(m)) => self.process_initiation(now, from, &m),
+            Ok(Message::Response(m)) => self.process_response(now, from, &m),
+            _ => Err(RxDrop::Malformed),
+        }
+    }
+
+    fn process_initiation(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        msg: &crate::messages::Initiation<'_>,
+    ) -> Result<(), RxDrop> {
+        let identity = self.identity.as_ref().ok_or(RxDrop::NoPrivateKey)?;
+        let half = handshake::consume_initiation_begin(identity, msg).map_err(RxDrop::from)?;
+        let id = *self
+            .by_key
+            .get(&half.initiator)
+            .ok_or(RxDrop::UnknownPeer)?;
+        let peer = self.peers.get_mut(&id).ok_or(RxDrop::UnknownPeer)?;
+        let ss = peer.static_static.as_ref().ok_or(RxDrop::UnknownPeer)?;
+        let consumed = handshake::consume_initiation_finish(half, ss).map_err(RxDrop::from)?;
+        if consumed.timestamp <= peer.last_timestamp {
+            return Err(RxDrop::from(HandshakeError::ReplayedTimestamp));
+        }
+        if peer
+            .last_initiation_consumed
+            .is_some_and(|t| now.saturating_duration_since(t) <= HANDSHAKE_INITIATION_RATE)
+        {
+            return Err(RxDrop::from(HandshakeError::Flood));
+        }
+        peer.last_timestamp = consumed.timestamp;
+        peer.last_initiation_consumed = Some(now);
+        peer.endpoint = Some(from);
+        peer.rx_bytes += INITIATION_LEN as u64;
+        peer.timers.authenticated_received();
+        peer.timers.authenticated_traversal(now);
+
+        let remote_index = consumed.remote_index;
+        let idx = alloc_index(&mut self.indices, &mut self.rng, id);
+        let mut eph = [0u8; 32];
+        self.rng.fill_bytes(&mut eph);
+        let mut out = [0u8; RESPONSE_LEN];
+        let keys =
+            match handshake::create_response(consumed, &peer.public, &peer.psk, idx, eph, &mut out)
+            {
+                Ok(k) => k,
+                Err(e) => {
+                    self.indices.remove(&idx);
+                    return Err(RxDrop::from(e));
+                }
+            };
+        peer.cookie.add_macs(&mut out, now);
+        let freed = peer.install(Session::new(keys, idx, remote_index, false, now));
+        free_indices(&mut self.indices, freed);
+        peer.tx_bytes += RESPONSE_LEN as u64;
+        peer.timers.session_derived(now);
+        peer.timers.authenticated_sent();
+        peer.timers.authenticated_traversal(now);
+        self.stats.rx_initiations += 1;
+        self.transmits.push_back(Transmit {
+            endpoint: from,
+            peer: Some(id),
+            payload: out.to_vec(),
+        });
+        Ok(())
+    }
+
+    fn process_response(
+        &mut self,
+        now: Instant,
+        from: Endpoint,
+        msg: &crate::messages::Response<'_>,
+    ) -> Result<(), RxDrop> {
+        let identity = self.identity.as_ref().ok_or(RxDrop::NoPrivateKey)?;
+        let id = *self
+            .indices
+            .get(&msg.receiver())
+            .ok_or(RxDrop::UnknownIndex)?;
+        let peer = self.peers.get_mut(&id).ok_or(RxDrop::UnknownIndex)?;
+        let state = peer
+            .initiator
+            .as_ref()
+            .ok_or(RxDrop::from(HandshakeError::UnexpectedResponse))?;
+        let keys =
+            handshake::consume_response(state, identity, &peer.psk, msg).map_err(RxDrop::from)?;
+        let local_index = state.local_index;
+        peer.initiator = None;
+        let freed = peer.install(Session::new(keys, local_index, msg.sender(), true, now));
+        free_indices(&mut self.indices, freed);
+        peer.endpoint = Some(from);
+        peer.rx_bytes += RESPONSE_LEN as u64;
+        peer.last_handshake = Some(now);
+        peer.sent_lastminute_handshake = false;
+        peer.timers.authenticated_received();
+        peer.timers.authenticated_traversal(now);
+        peer.timers.handshake_complete();
+        peer.timers.session_derived(now);
+        self.stats.rx_responses += 1;
+        // Confirm the session to the responder: with queued data, or with a keepalive.
+        if self.flush_staged(id, now) == 0 {
+            self.send_keepalive(id, now);
+        }
+        Ok(())
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+}
+
+impl From<HandshakeError> for RxDrop {
+    fn from(e: HandshakeError) -> Self {
+        match e {
+            HandshakeError::ReplayedTimestamp => RxDrop::ReplayedInitiation,
+            HandshakeError::Flood => RxDrop::InitiationFlood,
+            HandshakeError::UnexpectedResponse => RxDrop::UnknownIndex,
+            HandshakeError::NoPrivateKey => RxDrop::NoPrivateKey,
+            _ => RxDrop::HandshakeFailed,
+        }
+    }
+}

@@ -355,6 +355,16 @@ impl Device {
         self.allowed.insert(addr, cidr, id)
     }
 
+    /// Removes `addr/cidr` if this peer owns it (the UAPI's `allowed_ip=-…`).
+    pub fn remove_allowed_ip(&mut self, id: PeerId, addr: IpAddr, cidr: u8) {
+        if let Some(owner) = self.allowed.remove(addr, cidr) {
+            if owner != id {
+                // Someone else's prefix: put it back untouched.
+                let _ = self.allowed.insert(addr, cidr, owner);
+            }
+        }
+    }
+
     /// Removes every allowed IP of a peer.
     pub fn clear_allowed_ips(&mut self, id: PeerId) {
         self.allowed.remove_by_value(&id);

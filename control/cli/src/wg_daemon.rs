@@ -1,0 +1,127 @@
+//! `weft wg` and `weft-wg`: a userspace WireGuard device started exactly like wireguard-go.
+//!
+//! `weft-wg [-f|--foreground] IFNAME` creates the TUN interface and serves the UAPI on
+//! `/var/run/wireguard/IFNAME.sock`. Without `-f` (and without `WG_PROCESS_FOREGROUND=1`, the
+//! variable wireguard-go honours) it daemonizes: the parent starts a foreground copy of itself,
+//! waits until that copy has created the interface and the UAPI socket, and only then exits —
+//! so `wg-quick`, which runs `wg setconf` right after the daemon returns, always finds them.
+//! It stops on SIGINT/SIGTERM or when the interface is deleted.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use weft_dataplane::{Engine, EngineConfig};
+
+/// Line the foreground child prints on stdout once it is ready.
+const READY: &str = "weft-wg ready";
+/// How long the parent waits for the child to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Options shared by `weft wg` and `weft-wg`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WgArgs {
+    /// Stay in the foreground instead of daemonizing.
+    #[arg(short = 'f', long = "foreground")]
+    pub(crate) foreground: bool,
+    /// Tunnel MTU of the new interface.
+    #[arg(long, default_value_t = 1420)]
+    pub(crate) mtu: u32,
+    /// Name of the interface to create (at most 15 bytes).
+    pub(crate) ifname: String,
+}
+
+/// Runs the device (or the daemonizing parent).
+pub(crate) fn run(args: &WgArgs) -> Result<()> {
+    let foreground = args.foreground
+        || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
+    if !foreground {
+        return daemonize(args);
+    }
+    init_logging();
+    let mut config = EngineConfig::new(args.ifname.clone());
+    config.mtu = args.mtu;
+    let engine = Engine::start(&config)
+        .with_context(|| format!("cannot create interface {}", args.ifname))?;
+    let stopper = engine.stopper();
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                tracing::info!(signal = sig, "shutting down");
+                stopper.stop();
+            }
+        })
+        .context("cannot start the signal thread")?;
+    tracing::info!(
+        interface = engine.ifname(),
+        uapi = format!("/var/run/wireguard/{}.sock", engine.ifname()),
+        "weft-wg running"
+    );
+    if std::env::var_os("WEFT_WG_READY_PIPE").is_some() {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{READY}");
+        let _ = out.flush();
+    }
+    engine.run().context("device stopped with an error")?;
+    Ok(())
+}
+
+fn daemonize(args: &WgArgs) -> Result<()> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("cannot find own executable")?;
+    let mut child = Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("WG_PROCESS_FOREGROUND", "1")
+        .env("WEFT_WG_READY_PIPE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("cannot start the daemon process")?;
+    let stdout = child.stdout.take().context("daemon has no stdout pipe")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let ok = BufReader::new(stdout).read_line(&mut line).is_ok() && line.trim() == READY;
+        let _ = tx.send(ok);
+    });
+    match rx.recv_timeout(READY_TIMEOUT) {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let status = child.wait().ok();
+            bail!(
+                "weft-wg failed to start interface {} (exit status {:?}); run with -f to see why",
+                args.ifname,
+                status.and_then(|s| s.code())
+            )
+        }
+        Err(_) => {
+            let _ = child.kill();
+            bail!("weft-wg did not become ready within {READY_TIMEOUT:?}")
+        }
+    }
+}
+
+fn init_logging() {
+    // LOG_LEVEL is wireguard-go's variable (verbose, error, silent); RUST_LOG wins if set.
+    let default = match std::env::var("LOG_LEVEL").as_deref() {
+        Ok("verbose") | Ok("debug") => "debug",
+        Ok("error") => "error",
+        Ok("silent") => "off",
+        _ => "info",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,395 @@
+//! The running device: a TUN, a UDP socket, a UAPI server and one event-loop thread driving
+//! the sans-IO [`weft_wg::Device`].
+//!
+//! # Threads
+//! * the **event loop** (the caller of [`Engine::run`]) waits in `ppoll` on the TUN, the UDP
+//!   socket and a waker; it reads batches from each, feeds them to the core, writes what the
+//!   core returns, and runs the core's timers;
+//! * the **UAPI** threads (one accept thread, one per connection) apply `set` and answer `get`
+//!   under the same lock, then wake the loop so it sees new timers or a new socket.
+//!
+//! The core sits behind one `Mutex`, taken once per loop iteration (a batch of packets), so the
+//! per-packet cost is the syscalls and the crypto. This is the simple shell the foundation
+//! needs; the sharded io_uring engine replaces the loop, not the core or the UAPI.
+//!
+//! Datagrams on the shared port that are STUN or disco (see [`weft_wg::demux`]) go to a
+//! [`ControlHook`] instead of WireGuard; the default hook counts and drops them until the mesh
+//! agent installs its own.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
+
+use weft_sys::{SysError, Tun, Waker, WriteOutcome};
+use weft_wg::demux::{classify, PacketKind};
+use weft_wg::{Decapsulated, Device, Encapsulated, Endpoint};
+
+use crate::apply::{self, normalize};
+use crate::socket::{self, WgSocket};
+use crate::uapi::{Request, UapiError, UapiHandle, UapiServer, UapiServerError};
+
+/// Packets read from one source per loop iteration before looking at the others.
+const BATCH: usize = 64;
+/// The loop wakes at least this often even with nothing to do (a safety net for lost wakeups).
+const MAX_WAIT: Duration = Duration::from_secs(1);
+/// Largest IP packet the TUN can hand us.
+const MAX_PACKET: usize = 65535;
+
+/// Why the engine could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// Creating or configuring the TUN interface failed.
+    #[error("TUN interface: {0}")]
+    Tun(#[source] SysError),
+    /// Binding the UDP socket failed.
+    #[error("UDP socket: {0}")]
+    Socket(#[source] SysError),
+    /// The UAPI socket could not be served.
+    #[error("UAPI: {0}")]
+    Uapi(#[source] UapiServerError),
+    /// Waiting for I/O failed.
+    #[error("event loop: {0}")]
+    Poll(#[source] SysError),
+    /// The operating system's random generator failed.
+    #[error("random number generator: {0}")]
+    Random(String),
+}
+
+/// Receives the datagrams on the WireGuard port that are not WireGuard (STUN, disco).
+pub trait ControlHook: Send {
+    /// Handles one datagram. Runs on the event loop: must not block.
+    fn on_datagram(&mut self, kind: PacketKind, from: SocketAddr, datagram: &[u8]);
+}
+
+/// The default hook: counts and drops.
+#[derive(Debug, Default)]
+pub struct DropHook {
+    /// Datagrams seen.
+    pub dropped: u64,
+}
+
+impl ControlHook for DropHook {
+    fn on_datagram(&mut self, kind: PacketKind, from: SocketAddr, _datagram: &[u8]) {
+        self.dropped += 1;
+        tracing::trace!(?kind, %from, "non-WireGuard datagram with no control hook");
+    }
+}
+
+/// Settings for [`Engine::start`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Interface name (at most 15 bytes).
+    pub ifname: String,
+    /// Tunnel MTU.
+    pub mtu: u32,
+    /// Serve the UAPI at `/var/run/wireguard/IFNAME.sock`.
+    pub uapi: bool,
+}
+
+impl EngineConfig {
+    /// wireguard-go's defaults: MTU 1420, UAPI on.
+    pub fn new(ifname: impl Into<String>) -> Self {
+        Self {
+            ifname: ifname.into(),
+            mtu: 1420,
+            uapi: true,
+        }
+    }
+}
+
+struct State {
+    device: Device,
+    socket: WgSocket,
+    /// Bumped when the socket is replaced.
+    generation: u64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    stop: AtomicBool,
+    waker: Waker,
+    tun_write_drops: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the core half-updated in a way that
+        // matters more than stopping would; keep serving.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Stops a running [`Engine`] from another thread (a signal handler thread, a test).
+#[derive(Clone)]
+pub struct Stopper(Arc<Shared>);
+
+impl Stopper {
+    /// Asks the event loop to return.
+    pub fn stop(&self) {
+        self.0.stop.store(true, Ordering::SeqCst);
+        let _ = self.0.waker.wake();
+    }
+}
+
+/// A started device. [`Engine::run`] runs its event loop.
+pub struct Engine {
+    shared: Arc<Shared>,
+    tun: Tun,
+    uapi: Option<UapiHandle>,
+    hook: Box<dyn ControlHook>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("tun", &self.tun.name()).finish()
+    }
+}
+
+#[allow(clippy::disallowed_methods)] // The shell is where time comes from.
+fn clock() -> Instant {
+    Instant::now()
+}
+
+#[allow(clippy::disallowed_methods)] // The shell is where time comes from.
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+impl Engine {
+    /// Creates the TUN interface, binds a UDP socket on a random port (the UAPI sets the real
+    /// one) and starts serving the UAPI.
+    ///
+    /// # Errors
+    /// When the interface, the socket or the UAPI socket cannot be set up.
+    pub fn start(config: &EngineConfig) -> Result<Self, EngineError> {
+        let tun = Tun::create(&config.ifname).map_err(EngineError::Tun)?;
+        tun.set_mtu(config.mtu).map_err(EngineError::Tun)?;
+        let socket = WgSocket::bind(0, 0).map_err(EngineError::Socket)?;
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(|e| EngineError::Random(e.to_string()))?;
+        let mut device = Device::new(seed, clock(), unix_now());
+        device.set_mtu(config.mtu as usize);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                device,
+                socket,
+                generation: 0,
+            }),
+            stop: AtomicBool::new(false),
+            waker: Waker::new().map_err(EngineError::Poll)?,
+            tun_write_drops: AtomicU64::new(0),
+        });
+        let uapi = if config.uapi {
+            let server = UapiServer::bind(tun.name()).map_err(EngineError::Uapi)?;
+            let handler_shared = Arc::clone(&shared);
+            Some(
+                server
+                    .spawn(move |req| handle_uapi(&handler_shared, req))
+                    .map_err(EngineError::Uapi)?,
+            )
+        } else {
+            None
+        };
+        tracing::info!(interface = tun.name(), mtu = config.mtu, "device created");
+        Ok(Self {
+            shared,
+            tun,
+            uapi,
+            hook: Box::new(DropHook::default()),
+        })
+    }
+
+    /// The interface name the kernel gave the TUN.
+    pub fn ifname(&self) -> &str {
+        self.tun.name()
+    }
+
+    /// A handle that stops [`Engine::run`].
+    pub fn stopper(&self) -> Stopper {
+        Stopper(Arc::clone(&self.shared))
+    }
+
+    /// Replaces the handler of STUN and disco datagrams.
+    pub fn set_control_hook(&mut self, hook: Box<dyn ControlHook>) {
+        self.hook = hook;
+    }
+
+    /// Applies a UAPI request directly (what a UAPI client would send), for embedding.
+    ///
+    /// # Errors
+    /// As the UAPI would report them.
+    pub fn request(&self, req: Request) -> Result<Option<crate::uapi::DeviceSnapshot>, UapiError> {
+        handle_uapi(&self.shared, req)
+    }
+
+    /// Runs the event loop until [`Stopper::stop`] or until the interface is deleted.
+    ///
+    /// # Errors
+    /// When waiting for I/O fails, or the TUN fails in a way other than disappearing.
+    pub fn run(mut self) -> Result<(), EngineError> {
+        let result = self.event_loop();
+        if let Some(uapi) = self.uapi.take() {
+            uapi.shutdown();
+        }
+        result
+    }
+
+    fn event_loop(&mut self) -> Result<(), EngineError> {
+        let mut tun_buf = vec![0u8; weft_wg::buffer_len_for(MAX_PACKET, MAX_PACKET)];
+        let mut udp_buf = vec![0u8; 65536];
+        let (mut sock, mut dual, mut generation) = {
+            let st = self.shared.lock();
+            (st.socket.shared(), st.socket.dual_stack(), st.generation)
+        };
+        let mut ready = [false; 3];
+        loop {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                tracing::info!(interface = self.tun.name(), "stopping");
+                return Ok(());
+            }
+            let deadline = {
+                let st = self.shared.lock();
+                if st.generation != generation {
+                    sock = st.socket.shared();
+                    dual = st.socket.dual_stack();
+                    generation = st.generation;
+                }
+                st.device.poll_timeout()
+            };
+            let wait = deadline
+                .map(|t| t.saturating_duration_since(clock()))
+                .unwrap_or(MAX_WAIT)
+                .min(MAX_WAIT);
+            {
+                let fds = [self.tun.as_fd(), sock.as_fd(), self.shared.waker.as_fd()];
+                weft_sys::poll_readable(&fds, Some(wait), &mut ready).map_err(EngineError::Poll)?;
+            }
+            if ready[2] {
+                let _ = self.shared.waker.drain();
+            }
+            let now = clock();
+            let shared = Arc::clone(&self.shared);
+            let mut st = shared.lock();
+            if ready[0] && !self.pump_tun(&mut st, now, &sock, dual, &mut tun_buf)? {
+                tracing::info!(interface = self.tun.name(), "interface removed; stopping");
+                return Ok(());
+            }
+            if ready[1] && !self.pump_udp(&mut st, now, &sock, &mut udp_buf)? {
+                tracing::info!(interface = self.tun.name(), "interface removed; stopping");
+                return Ok(());
+            }
+            if st.device.poll_timeout().is_some_and(|t| t <= now) {
+                st.device.handle_timeout(now);
+            }
+            while let Some(t) = st.device.poll_transmit() {
+                if let Endpoint::Udp(to) = t.endpoint {
+                    if let Err(e) = socket::send(&sock, dual, to, &t.payload) {
+                        tracing::debug!(error = %e, "send failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads packets from the TUN and sends them encrypted. Returns `false` when the interface
+    /// is gone.
+    fn pump_tun(
+        &self,
+        st: &mut State,
+        now: Instant,
+        sock: &UdpSocket,
+        dual: bool,
+        buf: &mut [u8],
+    ) -> Result<bool, EngineError> {
+        let header = weft_wg::messages::TRANSPORT_HEADER_LEN;
+        for _ in 0..BATCH {
+            let Some(body) = buf.get_mut(header..header + MAX_PACKET) else { break };
+            let n = match self.tun.read(body) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(SysError::InterfaceGone { .. }) => return Ok(false),
+                Err(e) => return Err(EngineError::Tun(e)),
+            };
+            if let Encapsulated::Send { endpoint: Endpoint::Udp(to), len, .. } =
+                st.device.encapsulate(now, buf, n)
+            {
+                if let Some(msg) = buf.get(..len) {
+                    if let Err(e) = socket::send(sock, dual, to, msg) {
+                        tracing::debug!(error = %e, "send failed");
+                    }
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Receives datagrams and writes decrypted packets to the TUN. Returns `false` when the
+    /// interface is gone.
+    fn pump_udp(
+        &mut self,
+        st: &mut State,
+        now: Instant,
+        sock: &UdpSocket,
+        buf: &mut [u8],
+    ) -> Result<bool, EngineError> {
+        for _ in 0..BATCH {
+            let (n, from) = match sock.recv_from(buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    tracing::debug!(error = %e, "receive failed");
+                    break;
+                }
+            };
+            let from = normalize(from);
+            let Some(datagram) = buf.get_mut(..n) else { continue };
+            match classify(datagram) {
+                PacketKind::WireGuard => {}
+                kind => {
+                    self.hook.on_datagram(kind, from, datagram);
+                    continue;
+                }
+            }
+            if let Decapsulated::Packet { start, len, .. } =
+                st.device.decapsulate(now, Endpoint::Udp(from), datagram)
+            {
+                let Some(packet) = datagram.get(start..start + len) else { continue };
+                match self.tun.write(packet) {
+                    Ok(WriteOutcome::Written) => {}
+                    Ok(_) => {
+                        self.shared.tun_write_drops.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(SysError::InterfaceGone { .. }) => return Ok(false),
+                    Err(e) => return Err(EngineError::Tun(e)),
+                }
+            }
+        }
+        Ok(true)
+    }
+}
+
+fn handle_uapi(
+    shared: &Shared,
+    req: Request,
+) -> Result<Option<crate::uapi::DeviceSnapshot>, UapiError> {
+    let mut st = shared.lock();
+    let result = match req {
+        Request::Get => Ok(Some(apply::snapshot(&st.device, &st.socket))),
+        Request::Set(set) => {
+            let State { device, socket, .. } = &mut *st;
+            let applied = apply::apply_set(device, socket, set, clock());
+            // Even a failed request may have replaced the socket before failing; the loop
+            // re-reads it after every `set`.
+            st.generation += 1;
+            applied.map(|_| None)
+        }
+    };
+    drop(st);
+    let _ = shared.waker.wake();
+    result
+}

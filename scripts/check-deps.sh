@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Checks the dependency rules of docs/ARCHITECTURE.md with `cargo tree`, the way tailscale
+# checks depaware.txt: a rule broken by a new dependency fails CI with the offending path.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail=0
+
+# deps CRATE [DEPTH]: the normal (non-dev) dependencies of CRATE, one name per line.
+deps() { cargo tree -q -p "$1" -e normal ${2:+--depth $2} --prefix none --format '{p}' | awk '{print $1}' | sort -u; }
+
+forbid() { # forbid CRATE DEP... : CRATE must not depend on any DEP, even indirectly
+  local crate=$1; shift
+  local closure; closure=$(deps "$crate" "${DEPTH:-}")
+  for dep in "$@"; do
+    if grep -qx "$dep" <<<"$closure"; then
+      echo "check-deps: $crate depends on $dep (forbidden)" >&2
+      cargo tree -q -p "$crate" -e normal -i "$dep" >&2 || true
+      fail=1
+    fi
+  done
+}
+
+# Rule 1: core crates depend on no runtime, no sockets, no platform crate.
+# (libc arrives indirectly through ring/getrandom for randomness and CPU features; cores may
+# not use it themselves.)
+for core in weft-keys weft-wg; do
+  forbid "$core" tokio mio weft-sys weft-dataplane anyhow clap tracing-subscriber
+  DEPTH=1 forbid "$core" libc socket2 nix
+done
+# Rule 2/3: the dataplane never depends on control/ crates.
+for dp in weft-keys weft-wg weft-sys weft-dataplane; do
+  forbid "$dp" weft-cli weft-testkit
+done
+# weft-sys knows no protocol.
+forbid weft-sys weft-wg weft-keys
+# Rule 5: anyhow, clap and tracing-subscriber only in binaries and the testkit.
+for lib in weft-keys weft-wg weft-sys weft-dataplane; do
+  forbid "$lib" anyhow clap tracing-subscriber
+done
+
+if [ "$fail" = 0 ]; then echo "check-deps: ok"; fi
+exit "$fail"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what weft's demo and tests need on a Debian/Ubuntu machine (run as root).
+# Idempotent: installs only what is missing. Used by scripts/demo.sh and .ci/run.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "setup: must run as root (network namespaces, TUN devices, apt)" >&2
+    exit 1
+  fi
+}
+need_root
+
+# Debian packages. --no-install-recommends matters: wireguard-tools recommends a kernel image.
+pkgs=(iproute2 iputils-ping iperf3 nftables ethtool wireguard-tools wireguard-go procps
+      netcat-openbsd socat python3 ca-certificates curl build-essential pkg-config)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Rust toolchain: the machine's rustup toolchain is expected; say so clearly if absent.
+if ! command -v cargo >/dev/null 2>&1; then
+  [ -x "$HOME/.cargo/bin/cargo" ] && export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo not found; install Rust with rustup (https://rustup.rs) and re-run" >&2
+  exit 1
+fi
+
+# boringtun-cli: a third-party userspace WireGuard the interop tests run against.
+if ! command -v boringtun-cli >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/boringtun-cli" ]; then
+  echo "setup: cargo install boringtun-cli --locked"
+  cargo install boringtun-cli --locked --quiet
+fi
+
+# cargo-nextest runs the test suite (with the netns tests in a serial group).
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "setup: cargo install cargo-nextest --locked"
+  cargo install cargo-nextest --locked --quiet
+fi
+
+mkdir -p /var/run/wireguard
+echo "setup: ok"

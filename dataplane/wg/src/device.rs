@@ -767,9 +767,15 @@ impl Device {
             return;
         };
         let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + TAG_LEN];
-        let Some(n) = peer.current.as_mut().and_then(|s| s.seal(&mut buf, 0, mtu)) else {
+        let Some(session) = peer.current.as_mut() else {
             return;
         };
+        let Some(n) = session.seal(&mut buf, 0, mtu) else {
+            return;
+        };
+        // A keepalive is a transport message like any other: an initiator sending on an old
+        // session rekeys (the kernel's keep_key_fresh runs after every send).
+        let rekey = session.wants_rekey_on_send(now);
         buf.truncate(n);
         peer.tx_bytes += n as u64;
         peer.timers.authenticated_sent();
@@ -779,6 +785,9 @@ impl Device {
             peer: Some(id),
             payload: buf,
         });
+        if rekey {
+            self.send_initiation(id, now, false);
+        }
     }
 
     /// Sends packets that waited for a session. Returns how many were sent.

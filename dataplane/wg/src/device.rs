@@ -262,6 +262,10 @@ impl Device {
                 .and_then(|i| i.static_static(&peer.public));
             let freed = peer.clear_sessions();
             free_indices(&mut self.indices, freed);
+            // The sessions are gone: a packet must be able to start a handshake with the new
+            // key at once, not wait out REKEY_TIMEOUT since the last initiation (the kernel's
+            // and wireguard-go's expire_current_peer_keypairs reset it too).
+            peer.last_initiation_sent = None;
         }
     }
 

@@ -878,6 +878,14 @@ impl Device {
         }
         peer.last_timestamp = consumed.timestamp;
         peer.last_initiation_consumed = Some(now);
+        // One handshake per peer at a time, as in the kernel and wireguard-go: answering the
+        // peer's initiation abandons ours. Completing both would leave each side sending on
+        // its own session and receiving on the other's `previous` one, which the next rekey
+        // frees while the other side still sends on it. The retransmit timer stays armed, so
+        // if the peer's handshake fails, ours is retried.
+        if let Some(mine) = peer.initiator.take() {
+            self.indices.remove(&mine.local_index);
+        }
         peer.endpoint = Some(from);
         peer.rx_bytes += INITIATION_LEN as u64;
         peer.timers.authenticated_received();

@@ -34,8 +34,8 @@ pub(crate) struct WgArgs {
 
 /// Runs the device (or the daemonizing parent).
 pub(crate) fn run(args: &WgArgs) -> Result<()> {
-    let foreground = args.foreground
-        || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
+    let foreground =
+        args.foreground || std::env::var("WG_PROCESS_FOREGROUND").is_ok_and(|v| v == "1");
     if !foreground {
         return daemonize(args);
     }

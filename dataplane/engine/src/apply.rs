@@ -24,15 +24,15 @@ pub(crate) fn apply_set(
     }
     if let Some(port) = req.listen_port {
         if port == 0 || port != socket.port() {
-            socket
-                .rebind(port)
-                .map_err(|e| UapiError::AddressInUse { reason: e.to_string() })?;
+            socket.rebind(port).map_err(|e| UapiError::AddressInUse {
+                reason: e.to_string(),
+            })?;
         }
     }
     if let Some(mark) = req.fwmark {
-        socket
-            .set_fwmark(mark)
-            .map_err(|e| UapiError::Io { reason: e.to_string() })?;
+        socket.set_fwmark(mark).map_err(|e| UapiError::Io {
+            reason: e.to_string(),
+        })?;
     }
     if req.replace_peers {
         device.remove_all_peers();
@@ -68,7 +68,9 @@ pub(crate) fn apply_set(
         for (addr, cidr) in p.allowed_ips {
             device
                 .add_allowed_ip(id, addr, cidr)
-                .map_err(|e| UapiError::Rejected { reason: e.to_string() })?;
+                .map_err(|e| UapiError::Rejected {
+                    reason: e.to_string(),
+                })?;
         }
         // Last, so that a keepalive sent at once already has the endpoint.
         if let Some(secs) = p.persistent_keepalive_interval {

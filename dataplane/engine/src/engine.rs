@@ -144,7 +144,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("tun", &self.tun.name()).finish()
+        f.debug_struct("Engine")
+            .field("tun", &self.tun.name())
+            .finish()
     }
 }
 
@@ -308,15 +310,20 @@ impl Engine {
     ) -> Result<bool, EngineError> {
         let header = weft_wg::messages::TRANSPORT_HEADER_LEN;
         for _ in 0..BATCH {
-            let Some(body) = buf.get_mut(header..header + MAX_PACKET) else { break };
+            let Some(body) = buf.get_mut(header..header + MAX_PACKET) else {
+                break;
+            };
             let n = match self.tun.read(body) {
                 Ok(Some(n)) => n,
                 Ok(None) => break,
                 Err(SysError::InterfaceGone { .. }) => return Ok(false),
                 Err(e) => return Err(EngineError::Tun(e)),
             };
-            if let Encapsulated::Send { endpoint: Endpoint::Udp(to), len, .. } =
-                st.device.encapsulate(now, buf, n)
+            if let Encapsulated::Send {
+                endpoint: Endpoint::Udp(to),
+                len,
+                ..
+            } = st.device.encapsulate(now, buf, n)
             {
                 if let Some(msg) = buf.get(..len) {
                     if let Err(e) = socket::send(sock, dual, to, msg) {
@@ -347,7 +354,9 @@ impl Engine {
                 }
             };
             let from = normalize(from);
-            let Some(datagram) = buf.get_mut(..n) else { continue };
+            let Some(datagram) = buf.get_mut(..n) else {
+                continue;
+            };
             match classify(datagram) {
                 PacketKind::WireGuard => {}
                 kind => {
@@ -358,7 +367,9 @@ impl Engine {
             if let Decapsulated::Packet { start, len, .. } =
                 st.device.decapsulate(now, Endpoint::Udp(from), datagram)
             {
-                let Some(packet) = datagram.get(start..start + len) else { continue };
+                let Some(packet) = datagram.get(start..start + len) else {
+                    continue;
+                };
                 match self.tun.write(packet) {
                     Ok(WriteOutcome::Written) => {}
                     Ok(_) => {

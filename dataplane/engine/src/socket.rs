@@ -30,7 +30,10 @@ impl WgSocket {
         let _ = weft_sys::set_socket_buffers(socket.as_fd(), SOCKET_BUFFER);
         let local = socket
             .local_addr()
-            .map_err(|source| weft_sys::SysError::Io { op: "getsockname", source })?;
+            .map_err(|source| weft_sys::SysError::Io {
+                op: "getsockname",
+                source,
+            })?;
         Ok(Self {
             port: local.port(),
             dual_stack: local.is_ipv6(),
@@ -88,7 +91,12 @@ impl WgSocket {
 }
 
 /// Sends one datagram; "would block" and unreachable-network errors are drops, not failures.
-pub(crate) fn send(socket: &UdpSocket, dual_stack: bool, to: SocketAddr, payload: &[u8]) -> io::Result<bool> {
+pub(crate) fn send(
+    socket: &UdpSocket,
+    dual_stack: bool,
+    to: SocketAddr,
+    payload: &[u8],
+) -> io::Result<bool> {
     match socket.send_to(payload, WgSocket::target(dual_stack, to)) {
         Ok(_) => Ok(true),
         Err(e)

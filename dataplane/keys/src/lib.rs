@@ -262,8 +262,14 @@ mod tests {
     #[test]
     fn rejects_bad_text() {
         assert_eq!(PublicKey::from_hex("00"), Err(KeyParseError::BadHex));
-        assert_eq!(PublicKey::from_hex(&"zz".repeat(32)), Err(KeyParseError::BadHex));
-        assert_eq!(PublicKey::from_base64("AAAA"), Err(KeyParseError::BadBase64));
+        assert_eq!(
+            PublicKey::from_hex(&"zz".repeat(32)),
+            Err(KeyParseError::BadHex)
+        );
+        assert_eq!(
+            PublicKey::from_base64("AAAA"),
+            Err(KeyParseError::BadBase64)
+        );
         // 44 characters that decode to 33 bytes are not a key.
         assert!(PublicKey::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").is_err());
         // Multi-byte UTF-8 of the right byte length must not panic on slicing.

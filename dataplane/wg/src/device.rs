@@ -422,11 +422,16 @@ impl Device {
             return self.tx_drop(TxDrop::NoEndpoint);
         };
         if !peer.can_send(now) || !peer.staged.is_empty() {
+            // Behind earlier staged packets (order matters), or waiting for a session.
             let copy = packet.to_vec();
             if peer.stage(copy) {
                 self.stats.tx_staged_overflow += 1;
             }
-            self.send_initiation(id, now, false);
+            if peer.can_send(now) {
+                self.flush_staged(id, now);
+            } else {
+                self.send_initiation(id, now, false);
+            }
             return Encapsulated::Staged(id);
         }
         let Some(session) = peer.current.as_mut() else {

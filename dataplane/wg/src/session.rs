@@ -110,6 +110,7 @@ impl Session {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests pick an arbitrary base instant; only offsets matter.
 mod tests {
     use super::*;
 

@@ -156,6 +156,7 @@ impl Timers {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests pick an arbitrary base instant; only offsets matter.
 mod tests {
     use super::*;
 

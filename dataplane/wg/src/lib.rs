@@ -28,6 +28,8 @@ pub mod cookie;
 pub(crate) mod crypto;
 pub mod demux;
 pub mod device;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod handshake;
 pub mod ip;
 pub mod messages;

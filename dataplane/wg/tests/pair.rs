@@ -1124,3 +1124,166 @@ fn removing_a_peer_frees_its_indices() {
         Decapsulated::Dropped(RxDrop::UnknownIndex)
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// More protocol rules
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn responder_learns_its_endpoint_from_the_initiation() {
+    let mut p = Pair::new();
+    let bp = p.b.peer;
+    p.b.dev.set_endpoint(bp, None);
+    let pkt = p.packet(Who::B, 1);
+    assert_eq!(
+        p.send(Who::B, &pkt),
+        Encapsulated::Dropped(TxDrop::NoEndpoint)
+    );
+    assert_eq!(p.b.dev.stats().tx_no_endpoint, 1);
+    let first = p.packet(Who::A, 2);
+    p.send(Who::A, &first);
+    p.drive();
+    assert_eq!(p.b.delivered, vec![first]);
+    assert_eq!(p.b.info().endpoint, Some(Endpoint::Udp(a_addr())));
+    assert!(
+        matches!(p.send(Who::B, &pkt), Encapsulated::Send { endpoint, .. } if endpoint == Endpoint::Udp(a_addr()))
+    );
+    p.drive();
+    assert_eq!(p.a.delivered, vec![pkt]);
+}
+
+#[test]
+fn initiator_rekeys_when_receiving_on_a_session_near_expiry() {
+    // REJECT_AFTER_TIME - KEEPALIVE_TIMEOUT - REKEY_TIMEOUT: the initiator that only receives
+    // must still renew the session before the responder can no longer send.
+    let mut p = Pair::established();
+    p.advance_to(secs(164));
+    send_n(&mut p, Who::B, 1, 1);
+    p.drive();
+    assert_eq!(p.a.initiations_sent(), vec![Duration::ZERO]);
+    p.advance_to(secs(166));
+    send_n(&mut p, Who::B, 2, 1);
+    p.drive();
+    assert_eq!(p.a.initiations_sent(), vec![Duration::ZERO, secs(166)]);
+    assert_eq!(p.a.dev.stats().rx_responses, 2);
+    p.advance_to(secs(167));
+    send_n(&mut p, Who::B, 3, 2);
+    p.advance_to(secs(200));
+    assert_eq!(
+        p.a.initiations_sent().len(),
+        2,
+        "one rekey, not one per packet"
+    );
+    assert_eq!(p.a.delivered.len(), 4);
+    assert!(p.a.drops.is_empty());
+    // B sends well past the first session's REJECT_AFTER_TIME without a hiccup.
+    send_n(&mut p, Who::B, 5, 1);
+    p.drive();
+    assert_eq!(p.a.delivered.len(), 5);
+}
+
+#[test]
+fn cryptokey_routing_on_receive() {
+    let mut p = Pair::established();
+    // B claims a source that is not in its allowed IPs: A refuses it.
+    let spoofed = ipv4(std::net::Ipv4Addr::new(10, 0, 0, 99), A_V4, 1, 30);
+    assert!(matches!(
+        p.send(Who::B, &spoofed),
+        Encapsulated::Send { .. }
+    ));
+    p.drive();
+    assert_eq!(p.a.drops, vec![RxDrop::SourceNotAllowed]);
+    assert_eq!(p.a.dev.stats().rx_source_not_allowed, 1);
+    // An IP header that claims more bytes than were sent.
+    let mut long = ipv4(B_V4, A_V4, 2, 30);
+    long[2..4].copy_from_slice(&1000u16.to_be_bytes());
+    assert!(matches!(p.send(Who::B, &long), Encapsulated::Send { .. }));
+    p.drive();
+    assert_eq!(p.a.dev.stats().rx_bad_inner_packet, 1);
+    assert!(p.a.delivered.is_empty());
+    // Neither is data that needs a keepalive, nor data that counts as received.
+    p.advance(secs(30));
+    assert!(p.a.keepalives_sent().is_empty());
+    // What the sender refuses.
+    assert_eq!(
+        p.send(Who::B, &[0x50; 40]),
+        Encapsulated::Dropped(TxDrop::Malformed)
+    );
+    let nowhere = ipv4(B_V4, std::net::Ipv4Addr::new(10, 9, 9, 9), 3, 30);
+    assert_eq!(
+        p.send(Who::B, &nowhere),
+        Encapsulated::Dropped(TxDrop::NoRoute)
+    );
+    assert_eq!(
+        (p.b.dev.stats().tx_malformed, p.b.dev.stats().tx_no_route),
+        (1, 1)
+    );
+    assert_data_flows(&mut p);
+}
+
+#[test]
+fn transport_messages_are_padded_to_sixteen() {
+    let mut p = Pair::established();
+    for (payload, expect) in [(4usize, 32usize), (12, 32), (13, 48), (100, 128)] {
+        let pkt = ipv4(A_V4, B_V4, 1, payload);
+        let m = p.seal(Who::A, &pkt);
+        assert_eq!(m.len(), 16 + expect + 16, "{} bytes of IP", pkt.len());
+        assert!(is_packet(&p.inject(Who::B, a_addr(), m)));
+        assert_eq!(p.b.delivered.last(), Some(&pkt), "padding removed");
+    }
+}
+
+#[test]
+fn persistent_keepalive_on_a_fresh_peer_starts_the_handshake() {
+    let mut p = Pair::new();
+    let now = p.now();
+    let peer = p.a.peer;
+    p.a.dev.set_persistent_keepalive(peer, 25, now);
+    p.advance(secs(60));
+    assert_eq!(p.a.initiations_sent(), vec![Duration::ZERO]);
+    assert_eq!(
+        p.a.keepalives_sent(),
+        vec![Duration::ZERO, secs(25), secs(50)]
+    );
+    assert_eq!(p.b.keepalives_rx.len(), 3);
+    assert!(p.b.keepalives_sent().is_empty());
+}
+
+#[test]
+fn initiations_faster_than_fifty_per_second_are_refused() {
+    let mut p = Pair::established();
+    // A second device with A's key and a clock one second ahead: its initiations are newer
+    // than A's, so only the flood rule can refuse them.
+    let mut a2 = weft_wg::Device::new([0x5a; 32], p.base, UNIX_BASE + secs(1));
+    a2.set_private_key(Some(PrivateKey::from_bytes(A_KEY)));
+    let id = a2.add_peer(p.b.public);
+    a2.set_endpoint(id, Some(Endpoint::Udp(b_addr())));
+    a2.initiate_handshake(id, p.now());
+    let init = a2.poll_transmit().unwrap().payload;
+
+    p.advance(ms(10));
+    assert_eq!(
+        p.inject(Who::B, a_addr(), init.clone()),
+        Decapsulated::Handshake
+    );
+    assert!(p.timeout(Who::B));
+    assert_eq!(p.b.dev.stats().rx_initiation_flood, 1);
+    assert_eq!(p.flush(), 0);
+    // The refused initiation left no trace: the same message is welcome 20 ms later.
+    p.advance(ms(20));
+    p.inject(Who::B, a_addr(), init);
+    assert!(p.timeout(Who::B));
+    assert_eq!(p.b.dev.stats().rx_initiations, 2);
+}
+
+#[test]
+fn setting_the_same_private_key_again_changes_nothing() {
+    let mut p = Pair::established();
+    p.a.dev.set_private_key(Some(PrivateKey::from_bytes(A_KEY)));
+    let pkt = p.packet(Who::A, 1);
+    assert!(matches!(p.send(Who::A, &pkt), Encapsulated::Send { .. }));
+    p.drive();
+    assert_eq!(p.b.delivered, vec![pkt]);
+    assert_data_flows(&mut p);
+    assert_eq!(p.a.dev.stats().tx_initiations, 1);
+}

@@ -1287,3 +1287,58 @@ fn setting_the_same_private_key_again_changes_nothing() {
     assert_data_flows(&mut p);
     assert_eq!(p.a.dev.stats().tx_initiations, 1);
 }
+
+#[test]
+fn soak_with_outages_over_many_seeds() {
+    for seed in 1..=12u8 {
+        let mut p = Pair::with_seeds([seed; 32], [seed.wrapping_mul(7); 32]);
+        p.rng = XorShift::new(u64::from(seed) * 0x9e37_79b9);
+        let bad = Link {
+            blocked: false,
+            loss_ppm: 150_000,
+            dup_ppm: 30_000,
+            reorder_ppm: 300_000,
+            corrupt_ppm: 10_000,
+        };
+        p.a_to_b = bad;
+        p.b_to_a = bad;
+        let mut seq = 0;
+        for half_sec in 0..1400u32 {
+            let t = half_sec / 2;
+            // A one-way outage of 25 s every 100 s, alternating direction, and a total one
+            // longer than REKEY_ATTEMPT_TIME in the middle.
+            p.a_to_b.blocked = (t % 200) < 25 || (300..400).contains(&t);
+            p.b_to_a.blocked = (t % 200 >= 100 && t % 200 < 125) || (300..400).contains(&t);
+            p.advance(ms(500));
+            for who in [Who::A, Who::B] {
+                if p.rng.chance(600_000) {
+                    let pkt = p.packet(who, seq);
+                    seq += 1;
+                    p.send(who, &pkt);
+                }
+            }
+        }
+        for side in [&p.a, &p.b] {
+            let seqs: BTreeSet<u32> = side.delivered.iter().map(|d| seq_of(d)).collect();
+            assert_eq!(seqs.len(), side.delivered.len(), "seed {seed}: duplicate");
+        }
+        // At most one initiation per REKEY_TIMEOUT per side, however bad the network.
+        for side in [&p.a, &p.b] {
+            let times = side.initiations_sent();
+            assert!(
+                times.windows(2).all(|w| w[1] - w[0] >= REKEY_TIMEOUT),
+                "seed {seed}: initiations closer than REKEY_TIMEOUT"
+            );
+        }
+        p.a_to_b = Link::default();
+        p.b_to_a = Link::default();
+        p.advance(secs(1));
+        assert_data_flows(&mut p);
+        assert!(
+            p.a.delivered.len() > 100 && p.b.delivered.len() > 100,
+            "seed {seed}: {} / {}",
+            p.a.delivered.len(),
+            p.b.delivered.len()
+        );
+    }
+}

@@ -30,8 +30,12 @@ use crate::apply::{self, normalize};
 use crate::socket::{self, WgSocket};
 use crate::uapi::{Request, UapiError, UapiHandle, UapiServer, UapiServerError};
 
-/// Packets read from one source per loop iteration before looking at the others.
+/// Packets read from the TUN per loop iteration before looking at the other sources.
 const BATCH: usize = 64;
+/// Datagrams read from the socket per loop iteration. Larger than the TUN batch and much larger
+/// than the core's handshake budget, so that the socket is drained quickly under a flood (see
+/// `weft_wg::device::HANDSHAKES_PER_TIMEOUT`).
+const UDP_BATCH: usize = 256;
 /// The loop wakes at least this often even with nothing to do (a safety net for lost wakeups).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Largest IP packet the TUN can hand us.
@@ -249,6 +253,7 @@ impl Engine {
             (st.socket.shared(), st.socket.dual_stack(), st.generation)
         };
         let mut ready = [false; 3];
+        let mut under_load = false;
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
                 tracing::info!(interface = self.tun.name(), "stopping");
@@ -287,6 +292,25 @@ impl Engine {
             }
             if st.device.poll_timeout().is_some_and(|t| t <= now) {
                 st.device.handle_timeout(now);
+            }
+            let loaded = st.device.is_under_load(now);
+            if loaded != under_load {
+                under_load = loaded;
+                let stats = st.device.stats();
+                if loaded {
+                    tracing::warn!(
+                        interface = self.tun.name(),
+                        "handshake queue backed up: under load, demanding cookies"
+                    );
+                } else {
+                    tracing::info!(
+                        interface = self.tun.name(),
+                        cookie_replies = stats.tx_cookie_replies,
+                        rate_limited = stats.rx_rate_limited,
+                        queue_full = stats.rx_handshake_queue_full,
+                        "handshake load back to normal"
+                    );
+                }
             }
             while let Some(t) = st.device.poll_transmit() {
                 if let Endpoint::Udp(to) = t.endpoint {
@@ -344,7 +368,7 @@ impl Engine {
         sock: &UdpSocket,
         buf: &mut [u8],
     ) -> Result<bool, EngineError> {
-        for _ in 0..BATCH {
+        for _ in 0..UDP_BATCH {
             let (n, from) = match sock.recv_from(buf) {
                 Ok(r) => r,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,

@@ -508,6 +508,15 @@ pub(crate) fn handshake_flood(
             pair.b.imp
         );
         ensure!(sent >= 5000, "the flood sent only {sent} packets");
+        if matches!(pair.b.imp, WgImpl::Weft(_)) {
+            // The cookie defence must actually have engaged (weft logs the transition).
+            let log = pair.b.daemon.log();
+            ensure!(
+                log.contains("under load, demanding cookies"),
+                "weft never entered the under-load mode; its log:\n{}",
+                pair.b.daemon.log_tail(40)
+            );
+        }
         ensure!(
             rss_after <= rss_before + max_rss_growth_kib,
             "{} RSS grew from {rss_before} KiB to {rss_after} KiB",

@@ -394,7 +394,10 @@ const WG: &str = "/usr/bin/wg";
 /// (installed by scripts/setup.sh) and root: without them they fail, they do not skip.
 fn bind_real() -> Option<(String, UapiServer)> {
     static N: AtomicU32 = AtomicU32::new(0);
-    assert!(Path::new(WG).exists(), "{WG} not installed: run scripts/setup.sh");
+    assert!(
+        Path::new(WG).exists(),
+        "{WG} not installed: run scripts/setup.sh"
+    );
     let name = format!(
         "wtuapi{}{}",
         std::process::id() % 100_000,

@@ -21,6 +21,8 @@
 //! a `set` request is parsed and validated completely before anything is applied, so a request
 //! with a bad line changes nothing (wireguard-go applies lines as it reads them).
 
+mod format;
+mod parse;
 pub mod proto;
 pub mod server;
 

@@ -14,7 +14,7 @@
 //! * **persistent keepalive** — the user's interval after any authenticated packet, to keep NAT
 //!   mappings open.
 //!
-//! Each is an `Option<Instant>` deadline. The owner calls [`Timers::due`] from its timeout
+//! Each is an `Option<Instant>` deadline. The owner calls `Timers::due` from its timeout
 //! handler and reacts to the expired ones; nothing here reads the clock.
 
 use std::time::{Duration, Instant};

@@ -549,7 +549,7 @@ fn wg_setconf_with_a_link_local_endpoint() {
     let _handle = serve(server, &device);
     let dir = TempDir::new();
     let conf = dir.0.join("wg.conf");
-    let text = std::str::from_utf8(include_bytes!("../testdata/setconf.conf")).unwrap();
+    let text = std::str::from_utf8(include_bytes!("testdata/setconf.conf")).unwrap();
     std::fs::write(&conf, text).unwrap();
     let (ok, _, err) = wg(&["setconf", &name, conf.to_str().unwrap()]);
     assert!(ok, "{err}");

@@ -233,6 +233,39 @@ impl fmt::Debug for PresharedKey {
     }
 }
 
+/// Checks the text parsers' invariants on arbitrary bytes; panics when one is broken.
+///
+/// Shared by the cargo-fuzz target `dataplane/fuzz/fuzz_targets/key_text.rs` and by a test that
+/// replays its committed corpus. Invariants: no parser panics; whatever parses re-encodes to an
+/// equal key, and the canonical form (lowercase hex, standard base64) is reproduced exactly.
+#[doc(hidden)]
+#[allow(clippy::panic)]
+pub fn fuzz_key_text(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(k) = PublicKey::from_hex(text) {
+        if PublicKey::from_hex(&k.to_hex()) != Ok(k) {
+            panic!("hex round trip changed the key");
+        }
+        if text.bytes().all(|b| !b.is_ascii_uppercase()) && k.to_hex() != text {
+            panic!("lowercase hex is not canonical");
+        }
+    }
+    if let Ok(k) = PublicKey::from_base64(text) {
+        if PublicKey::from_base64(&k.to_base64()) != Ok(k) {
+            panic!("base64 round trip changed the key");
+        }
+    }
+    if let Ok(k) = PrivateKey::from_base64(text) {
+        if !PrivateKey::from_hex(&k.to_hex()).is_ok_and(|k2| k2.ct_eq(&k)) {
+            panic!("private key hex round trip changed the key");
+        }
+    }
+    let _ = PresharedKey::from_hex(text);
+    let _ = PresharedKey::from_base64(text);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

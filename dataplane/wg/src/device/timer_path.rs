@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use super::{free_indices, jitter, Device, Transmit, HANDSHAKES_PER_TIMEOUT};
-use crate::messages::{TAG_LEN, TRANSPORT_HEADER_LEN};
+use crate::messages::TRANSPORT_HEADER_LEN;
 use crate::peer::PeerId;
 use crate::timers::{KEEPALIVE_TIMEOUT, MAX_TIMER_HANDSHAKES, ZERO_KEYS_AFTER};
 
@@ -73,26 +73,64 @@ impl Device {
     }
 
     pub(super) fn send_keepalive(&mut self, id: PeerId, now: Instant) {
-        let mtu = self.mtu;
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return;
-        };
-        let (Some(endpoint), true) = (peer.endpoint, peer.can_send(now)) else {
+        match self.queue_sealed(id, now, &[]) {
+            // No session (or no endpoint): a keepalive's job is done by a handshake.
+            None => self.send_initiation(id, now, false),
+            // A keepalive is a transport message like any other: an initiator sending on an
+            // old session rekeys (the kernel's keep_key_fresh runs after every send).
+            Some(true) => self.send_initiation(id, now, false),
+            Some(false) => {}
+        }
+    }
+
+    /// Sends packets that waited for a session, in order. Returns how many were sent.
+    pub(super) fn flush_staged(&mut self, id: PeerId, now: Instant) -> usize {
+        let mut sent = 0;
+        let mut rekey = false;
+        while let Some(packet) = self.peers.get_mut(&id).and_then(|p| p.staged.pop_front()) {
+            match self.queue_sealed(id, now, &packet) {
+                Some(wants_rekey) => {
+                    rekey |= wants_rekey;
+                    sent += 1;
+                }
+                None => {
+                    // The session went away: keep the packet for the next one.
+                    if let Some(p) = self.peers.get_mut(&id) {
+                        p.staged.push_front(packet);
+                    }
+                    break;
+                }
+            }
+        }
+        if rekey {
             self.send_initiation(id, now, false);
-            return;
-        };
-        let mut buf = vec![0u8; TRANSPORT_HEADER_LEN + TAG_LEN];
-        let Some(session) = peer.current.as_mut() else {
-            return;
-        };
-        let Some(n) = session.seal(&mut buf, 0, mtu) else {
-            return;
-        };
-        // A keepalive is a transport message like any other: an initiator sending on an old
-        // session rekeys (the kernel's keep_key_fresh runs after every send).
+        }
+        sent
+    }
+
+    /// Seals `packet` (empty for a keepalive) on the peer's current session into a new
+    /// datagram and queues it, with the counters and timers of an authenticated send. Returns
+    /// `None` when there is no usable session or no endpoint, else whether the session now
+    /// wants a rekey.
+    fn queue_sealed(&mut self, id: PeerId, now: Instant, packet: &[u8]) -> Option<bool> {
+        let mtu = self.mtu;
+        let jitter = (!packet.is_empty()).then(|| jitter(&mut self.rng));
+        let peer = self.peers.get_mut(&id)?;
+        let endpoint = peer.endpoint?;
+        if !peer.can_send(now) {
+            return None;
+        }
+        let session = peer.current.as_mut()?;
+        let mut buf = vec![0u8; crate::buffer_len_for(packet.len(), mtu)];
+        buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + packet.len())?
+            .copy_from_slice(packet);
+        let n = session.seal(&mut buf, packet.len(), mtu)?;
         let rekey = session.wants_rekey_on_send(now);
         buf.truncate(n);
         peer.tx_bytes += n as u64;
+        if let Some(j) = jitter {
+            peer.timers.data_sent(now, j);
+        }
         peer.timers.authenticated_sent();
         peer.timers.authenticated_traversal(now);
         self.transmits.push_back(Transmit {
@@ -100,53 +138,6 @@ impl Device {
             peer: Some(id),
             payload: buf,
         });
-        if rekey {
-            self.send_initiation(id, now, false);
-        }
-    }
-
-    /// Sends packets that waited for a session. Returns how many were sent.
-    pub(super) fn flush_staged(&mut self, id: PeerId, now: Instant) -> usize {
-        let mtu = self.mtu;
-        let mut sent = 0;
-        let Some(peer) = self.peers.get_mut(&id) else {
-            return 0;
-        };
-        let Some(endpoint) = peer.endpoint else {
-            return 0;
-        };
-        while peer.can_send(now) {
-            let Some(packet) = peer.staged.pop_front() else {
-                break;
-            };
-            let mut buf = vec![0u8; crate::buffer_len_for(packet.len(), mtu)];
-            if let Some(body) =
-                buf.get_mut(TRANSPORT_HEADER_LEN..TRANSPORT_HEADER_LEN + packet.len())
-            {
-                body.copy_from_slice(&packet);
-            }
-            let Some(n) = peer
-                .current
-                .as_mut()
-                .and_then(|s| s.seal(&mut buf, packet.len(), mtu))
-            else {
-                break;
-            };
-            buf.truncate(n);
-            peer.tx_bytes += n as u64;
-            let j = jitter(&mut self.rng);
-            if !packet.is_empty() {
-                peer.timers.data_sent(now, j);
-            }
-            peer.timers.authenticated_sent();
-            peer.timers.authenticated_traversal(now);
-            self.transmits.push_back(Transmit {
-                endpoint,
-                peer: Some(id),
-                payload: buf,
-            });
-            sent += 1;
-        }
-        sent
+        Some(rekey)
     }
 }

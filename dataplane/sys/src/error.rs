@@ -48,6 +48,45 @@ pub enum SysError {
         /// How long the `ready` slice was.
         ready: usize,
     },
+    /// A configuration value was out of range (a queue count of 0, a buffer ring size that is
+    /// not a power of two, a buffer too small for its use, ...); nothing was created.
+    #[error("invalid configuration: {reason}")]
+    BadConfig {
+        /// Which rule the configuration broke.
+        reason: &'static str,
+    },
+    /// The first [`Transmit`](crate::Transmit) handed to a batched send cannot be sent as
+    /// described: a segment size of 0, more than 64 segments, or an IPv6 destination on an IPv4
+    /// socket. Nothing was sent; drop it and send the rest.
+    #[error("invalid transmit: {reason}")]
+    BadTransmit {
+        /// Which rule it broke.
+        reason: &'static str,
+    },
+    /// io_uring cannot be used here: `io_uring_setup` failed (`ENOSYS`: kernel built without it
+    /// or too old; `EPERM`: `kernel.io_uring_disabled` is set or a seccomp filter forbids it;
+    /// `ENOMEM`: locked-memory limits), or a feature this crate's io_uring path needs is
+    /// missing (provided-buffer rings need Linux 5.19). The caller should fall back to the
+    /// `recvmmsg`/`sendmmsg` path ([`UdpBatch`](crate::UdpBatch)) and `ppoll`.
+    #[error("io_uring is unavailable ({op})")]
+    UringUnavailable {
+        /// What failed, e.g. `"io_uring_setup"` or `"IORING_REGISTER_PBUF_RING"`.
+        op: &'static str,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+    /// The kernel's io_uring lacks an operation this crate needs (found with
+    /// `IORING_REGISTER_PROBE`), e.g. `IORING_OP_READ_MULTISHOT` before Linux 6.7.
+    #[error("io_uring operation {op} is not supported by this kernel")]
+    UringOpUnsupported {
+        /// The missing operation.
+        op: &'static str,
+    },
+    /// The io_uring has no room for another request right now (its submission queue is full, or
+    /// every send slot is in flight); submit and reap completions, then try again.
+    #[error("io_uring is full")]
+    UringFull,
     /// A system call failed in a way this crate does not classify further; `op` names it.
     #[error("{op} failed")]
     Io {

@@ -17,7 +17,7 @@
 //!
 //! # What is here now
 //!
-//! Plain blocking/non-blocking system calls, one packet per call:
+//! Plain system calls, one packet per call:
 //!
 //! * [`Tun`]: a layer-3 TUN interface (`IFF_TUN | IFF_NO_PI`) with MTU, index and up/down
 //!   ioctls; reads and writes distinguish "nothing now", "dropped" and "interface deleted"
@@ -27,12 +27,22 @@
 //! * [`poll_readable`] and [`Waker`]: a minimal readiness loop that another thread can
 //!   interrupt.
 //!
+//! The line-rate primitives:
+//!
+//! * TUN offloads ([`Tun::create_with`], [`TunOptions`]): `IFF_VNET_HDR` with a
+//!   [`VNET_HDR_LEN`]-byte virtio-net header on every packet, `TUNSETOFFLOAD` negotiated down
+//!   [`Offloads::LADDER`] (the kernel then hands over and accepts 64 KiB TCP/UDP
+//!   super-packets), and `IFF_MULTI_QUEUE` with one descriptor per queue. The header is moved,
+//!   not parsed: that is `weft-packet`'s job.
+//! * Batched UDP ([`UdpBatch`]): `recvmmsg` into a preallocated [`RecvBatch`] with the
+//!   source address and the `UDP_GRO` segment size of each message, and `sendmmsg` of
+//!   [`Transmit`]s with `UDP_SEGMENT` (GSO); GSO is dropped for good after an `EIO`, as
+//!   wireguard-go does. [`UdpFeatures`] turns each feature off to force its fallback.
+//!
 //! # What it will grow into
 //!
-//! The fast path comes later behind the same seam: batched UDP over io_uring with UDP GSO/GRO
-//! (`UDP_SEGMENT`, `UDP_GRO`), TUN with `IFF_VNET_HDR` so the kernel hands over and accepts
-//! TSO/checksum-offloaded super-packets, and multi-queue TUN (`IFF_MULTI_QUEUE`) with one queue
-//! per worker. None of that is in this version.
+//! An io_uring driver for the same operations (multishot receive into provided-buffer rings),
+//! so the engine blocks in one place; see the planned shard design in `docs/ARCHITECTURE.md`.
 //!
 //! # Platform
 //!
@@ -47,14 +57,23 @@
     )
 )]
 
+mod cmsg;
 mod error;
 mod poll;
+mod sockaddr;
 mod socket;
 mod tun;
+mod tun_offload;
+mod udp_batch;
 mod wake;
 
 pub use error::SysError;
 pub use poll::{poll_readable, MAX_POLL_FDS};
 pub use socket::{bind_udp, set_fwmark, set_socket_buffers};
 pub use tun::{interface_exists, Tun, WriteOutcome, MAX_INTERFACE_NAME_LEN};
+pub use tun_offload::{Offloads, TunOptions, TunQueues, MAX_TUN_QUEUES, VNET_HDR_LEN};
+pub use udp_batch::{
+    enable_gro, gro_enabled, supports_gso, RecvBatch, RecvMeta, Transmit, UdpBatch, UdpFeatures,
+    MAX_BATCH, MAX_GSO_SEGMENTS,
+};
 pub use wake::Waker;

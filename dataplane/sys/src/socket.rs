@@ -127,7 +127,7 @@ fn new_udp(domain: Domain) -> io::Result<Socket> {
 }
 
 /// `setsockopt(fd, level, name, &value, sizeof(int))`.
-fn setsockopt_int(
+pub(crate) fn setsockopt_int(
     fd: BorrowedFd<'_>,
     level: libc::c_int,
     name: libc::c_int,
@@ -151,6 +151,34 @@ fn setsockopt_int(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// `getsockopt(fd, level, name, &value, &sizeof(int))`.
+pub(crate) fn getsockopt_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    // `size_of::<c_int>()` is 4; it fits `socklen_t`.
+    #[allow(clippy::cast_possible_truncation)]
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the value pointer refers to `value`, a live c_int, and `len` holds its exact
+    // size; getsockopt writes at most that many bytes and updates `len`. `fd` is borrowed, so
+    // it is open for the call.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            std::ptr::from_mut(&mut value).cast(),
+            &raw mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -1,9 +1,9 @@
 //! Layer-3 TUN devices (`/dev/net/tun`, `IFF_TUN | IFF_NO_PI`) and the interface ioctls around
-//! them.
+//! them. Opening with a virtio-net header, offloads and several queues is in `tun_offload`.
 
 use std::ffi::CStr;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _, Write as _};
+use std::io::{self, IoSlice, IoSliceMut, Read as _, Write as _};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt as _;
 
@@ -26,8 +26,11 @@ const SIOCSIFMTU: libc::Ioctl = libc::SIOCSIFMTU as libc::Ioctl;
 #[allow(clippy::unnecessary_cast)]
 const SIOCGIFINDEX: libc::Ioctl = libc::SIOCGIFINDEX as libc::Ioctl;
 
-/// An open layer-3 TUN interface: one IP packet per `read`/`write`, no packet-information
-/// prefix, no virtio-net header.
+/// An open layer-3 TUN interface (or one queue of a multi-queue one): one IP packet per
+/// `read`/`write`, no packet-information prefix; opened with [`Tun::create`], no virtio-net
+/// header; opened with [`Tun::create_with`](crate::Tun::create_with) and
+/// [`TunOptions::vnet_hdr`](crate::TunOptions), each packet is preceded by a
+/// [`VNET_HDR_LEN`](crate::VNET_HDR_LEN)-byte `virtio_net_hdr` in both directions.
 ///
 /// The descriptor is non-blocking and close-on-exec. The interface is not persistent: the kernel
 /// deletes it when the last descriptor attached to it is closed (dropping the `Tun`), unless it
@@ -38,6 +41,8 @@ pub struct Tun {
     file: File,
     /// The name the kernel gave the interface.
     name: String,
+    /// Whether every read and write carries a virtio-net header (`IFF_VNET_HDR`).
+    vnet_hdr: bool,
 }
 
 /// What happened to a packet handed to [`Tun::write`]. Only `Written` means the kernel took it;
@@ -75,6 +80,11 @@ impl Tun {
     /// opened (no `tun` module, no `CAP_NET_ADMIN`) or `TUNSETIFF` fails (`EBUSY`: another
     /// process holds the interface; `EINVAL`: a non-TUN interface has that name; `EPERM`).
     pub fn create(name: &str) -> Result<Tun, SysError> {
+        Tun::open(name, libc::IFF_TUN | libc::IFF_NO_PI)
+    }
+
+    /// Opens `/dev/net/tun` and attaches it with `TUNSETIFF` and `flags` (`IFF_*`, 16 bits).
+    pub(crate) fn open(name: &str, flags: libc::c_int) -> Result<Tun, SysError> {
         let mut req = ifreq_for(name)?;
         let file = OpenOptions::new()
             .read(true)
@@ -82,10 +92,10 @@ impl Tun {
             .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open("/dev/net/tun")
             .map_err(|e| SysError::io("open /dev/net/tun", e))?;
-        // IFF_TUN | IFF_NO_PI = 0x1001 fits the 16-bit flags field.
-        #[allow(clippy::cast_possible_truncation)]
-        let flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
-        req.ifr_ifru.ifru_flags = flags;
+        req.ifr_ifru.ifru_flags =
+            libc::c_short::try_from(flags).map_err(|_| SysError::BadConfig {
+                reason: "TUN flags do not fit 16 bits",
+            })?;
         // SAFETY: TUNSETIFF reads and writes one `struct ifreq`; `req` is a fully initialised
         // ifreq that outlives the call, and `file` is an open /dev/net/tun descriptor.
         let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &raw mut req) };
@@ -93,7 +103,17 @@ impl Tun {
             return Err(SysError::last_os("TUNSETIFF"));
         }
         let actual = name_from_ifreq(&req);
-        Ok(Tun { file, name: actual })
+        Ok(Tun {
+            file,
+            name: actual,
+            vnet_hdr: flags & libc::IFF_VNET_HDR != 0,
+        })
+    }
+
+    /// Whether each read and write carries a [`VNET_HDR_LEN`](crate::VNET_HDR_LEN)-byte
+    /// virtio-net header before the packet.
+    pub fn has_vnet_hdr(&self) -> bool {
+        self.vnet_hdr
     }
 
     /// The interface's name as the kernel reports it after creation.
@@ -179,7 +199,9 @@ impl Tun {
     /// Reads one IP packet into `buf` and returns its length, or `Ok(None)` if no packet is
     /// queued (the descriptor is non-blocking; wait with [`poll_readable`](crate::poll_readable)).
     ///
-    /// `buf` should hold at least the interface MTU. If the packet is longer than `buf`, the
+    /// `buf` should hold at least the interface MTU, plus [`VNET_HDR_LEN`](crate::VNET_HDR_LEN)
+    /// with a virtio-net header; with offloads accepted, `VNET_HDR_LEN + 65535` (super-packets
+    /// are up to 64 KiB whatever the MTU). If the packet is longer than `buf`, the
     /// kernel copies what fits, returns `buf.len()` and discards the rest of the packet, so a
     /// return value equal to `buf.len()` may mean a truncated packet (check the IP length field).
     ///
@@ -223,6 +245,50 @@ impl Tun {
                     Some(libc::EINTR) => continue,
                     Some(libc::EBADFD) => return Err(self.gone()),
                     _ => return Err(SysError::io("write TUN", e)),
+                },
+            }
+        }
+    }
+
+    /// Like [`Tun::read`], scattering one packet over `bufs` (`readv`): e.g. the virtio-net
+    /// header into one buffer and the packet into another. Returns the total length.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tun::read`].
+    pub fn read_vectored(&self, bufs: &mut [IoSliceMut<'_>]) -> Result<Option<usize>, SysError> {
+        loop {
+            match (&self.file).read_vectored(bufs) {
+                Ok(n) => return Ok(Some(n)),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(None),
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EBADFD) => return Err(self.gone()),
+                    _ => return Err(SysError::io("readv TUN", e)),
+                },
+            }
+        }
+    }
+
+    /// Like [`Tun::write`], gathering one packet from `bufs` (`writev`): e.g. a virtio-net header
+    /// and the packet from separate buffers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Tun::write`].
+    pub fn write_vectored(&self, bufs: &[IoSlice<'_>]) -> Result<WriteOutcome, SysError> {
+        let want: usize = bufs.iter().map(|b| b.len()).sum();
+        loop {
+            match (&self.file).write_vectored(bufs) {
+                Ok(n) if n == want => return Ok(WriteOutcome::Written),
+                Ok(n) => return Err(short_io("writev TUN", n, want)),
+                Err(e) => match e.raw_os_error() {
+                    Some(libc::EAGAIN) => return Ok(WriteOutcome::WouldBlock),
+                    Some(libc::EIO) => return Ok(WriteOutcome::LinkDown),
+                    Some(libc::EINVAL) => return Ok(WriteOutcome::Rejected),
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EBADFD) => return Err(self.gone()),
+                    _ => return Err(SysError::io("writev TUN", e)),
                 },
             }
         }

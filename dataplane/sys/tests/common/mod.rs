@@ -105,3 +105,125 @@ fn checksum(header: &[u8]) -> u16 {
     }
     !(sum as u16)
 }
+
+/// A network namespace named uniquely for this process and `tag`, deleted when dropped (which
+/// also deletes every interface inside it).
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new(tag: &str) -> Netns {
+        let name = format!("wsn{}{tag}{}", std::process::id(), next_id());
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `ip -n NS ARGS...`.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", self.0.as_str()];
+        all.extend_from_slice(args);
+        ip(&all);
+    }
+
+    /// Runs `PROGRAM ARGS...` inside the namespace (`ip netns exec`), panicking on failure.
+    pub fn exec(&self, program: &str, args: &[&str]) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0, program])
+            .args(args)
+            .output()
+            .expect("run ip netns exec");
+        assert!(
+            out.status.success(),
+            "{program} {args:?} in {} failed: {}",
+            self.0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs `f` on a new thread that has entered this namespace and returns its result.
+    /// Sockets and TUNs created by `f` belong to the namespace for good and can be used from
+    /// any thread afterwards.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.0);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open netns");
+            // SAFETY: setns takes a descriptor (open for the call) and a flag; it only changes
+            // the calling thread's network namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// Two namespaces joined by a veth pair: `a` holds `ifa` with `v4_a`/`v6_a`, `b` holds `ifb`
+/// with `v4_b`/`v6_b`.
+pub struct VethPair {
+    pub a: Netns,
+    pub b: Netns,
+    pub ifa: String,
+    pub ifb: String,
+    pub v4_a: Ipv4Addr,
+    pub v4_b: Ipv4Addr,
+    pub v6_a: std::net::Ipv6Addr,
+    pub v6_b: std::net::Ipv6Addr,
+}
+
+impl VethPair {
+    pub fn new() -> VethPair {
+        let a = Netns::new("a");
+        let b = Netns::new("b");
+        let id = next_id();
+        let (v4_a, v4_b) = subnet(id);
+        let v6_a: std::net::Ipv6Addr =
+            format!("fd57:{:x}::{:x}:1", std::process::id() & 0xffff, id)
+                .parse()
+                .unwrap();
+        let v6_b: std::net::Ipv6Addr =
+            format!("fd57:{:x}::{:x}:2", std::process::id() & 0xffff, id)
+                .parse()
+                .unwrap();
+        let ifa = format!("wa{}_{id}", std::process::id());
+        let ifb = format!("wb{}_{id}", std::process::id());
+        ip(&[
+            "link", "add", &ifa, "netns", &a.0, "type", "veth", "peer", "name", &ifb, "netns", &b.0,
+        ]);
+        a.ip(&["addr", "add", &format!("{v4_a}/30"), "dev", &ifa]);
+        b.ip(&["addr", "add", &format!("{v4_b}/30"), "dev", &ifb]);
+        a.ip(&["addr", "add", &format!("{v6_a}/64"), "dev", &ifa, "nodad"]);
+        b.ip(&["addr", "add", &format!("{v6_b}/64"), "dev", &ifb, "nodad"]);
+        a.ip(&["link", "set", &ifa, "up"]);
+        b.ip(&["link", "set", &ifb, "up"]);
+        VethPair {
+            a,
+            b,
+            ifa,
+            ifb,
+            v4_a,
+            v4_b,
+            v6_a,
+            v6_b,
+        }
+    }
+}
+
+/// A payload for segment `i` of `len` bytes whose bytes name the segment, so reordering or
+/// corruption shows.
+pub fn segment(tag: u8, i: usize, len: usize) -> Vec<u8> {
+    let mut v = vec![tag; len];
+    v[..4].copy_from_slice(&(i as u32).to_be_bytes());
+    v
+}

@@ -28,6 +28,18 @@ pub(crate) struct WgArgs {
     /// Tunnel MTU of the new interface.
     #[arg(long, default_value_t = 1420)]
     pub(crate) mtu: u32,
+    /// Open the TUN without a virtio-net header: no TSO/USO super-packets, no GRO writes.
+    #[arg(long, env = "WEFT_NO_TUN_OFFLOAD")]
+    pub(crate) no_tun_offload: bool,
+    /// Never send with UDP GSO (`UDP_SEGMENT`).
+    #[arg(long, env = "WEFT_NO_GSO")]
+    pub(crate) no_gso: bool,
+    /// Never receive with UDP GRO.
+    #[arg(long, env = "WEFT_NO_GRO")]
+    pub(crate) no_gro: bool,
+    /// Use one `sendmsg`/`recvmsg` per datagram instead of `sendmmsg`/`recvmmsg`.
+    #[arg(long, env = "WEFT_NO_MMSG")]
+    pub(crate) no_mmsg: bool,
     /// Name of the interface to create (at most 15 bytes).
     pub(crate) ifname: String,
 }
@@ -42,6 +54,10 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
     init_logging();
     let mut config = EngineConfig::new(args.ifname.clone());
     config.mtu = args.mtu;
+    config.tun_offload = !args.no_tun_offload;
+    config.udp.gso &= !args.no_gso;
+    config.udp.gro &= !args.no_gro;
+    config.udp.mmsg &= !args.no_mmsg;
     let engine = Engine::start(&config)
         .with_context(|| format!("cannot create interface {}", args.ifname))?;
     let stopper = engine.stopper();

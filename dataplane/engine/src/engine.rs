@@ -18,28 +18,27 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use weft_sys::{SysError, Tun, Waker, WriteOutcome};
-use weft_wg::demux::{classify, PacketKind};
-use weft_wg::{Decapsulated, Device, Encapsulated, Endpoint};
+use weft_sys::{Offloads, SysError, Tun, TunOptions, UdpBatch, UdpFeatures, Waker};
+use weft_wg::demux::PacketKind;
+use weft_wg::{Device, Endpoint};
 
-use crate::apply::{self, normalize};
+use crate::apply;
+use crate::fastpath::{RxPath, TxPath};
 use crate::socket::{self, WgSocket};
 use crate::uapi::{Request, UapiError, UapiHandle, UapiServer, UapiServerError};
 
 /// Packets read from the TUN per loop iteration before looking at the other sources.
 const BATCH: usize = 64;
-/// Datagrams read from the socket per loop iteration. Larger than the TUN batch and much larger
+/// Receive batches (of up to 64 messages) per loop iteration: 256 datagrams or more, much more
 /// than the core's handshake budget, so that the socket is drained quickly under a flood (see
 /// `weft_wg::device::HANDSHAKES_PER_TIMEOUT`).
-const UDP_BATCH: usize = 256;
+const UDP_BATCHES: usize = 4;
 /// The loop wakes at least this often even with nothing to do (a safety net for lost wakeups).
 const MAX_WAIT: Duration = Duration::from_secs(1);
-/// Largest IP packet the TUN can hand us.
-const MAX_PACKET: usize = 65535;
 
 /// Why the engine could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +90,11 @@ pub struct EngineConfig {
     pub mtu: u32,
     /// Serve the UAPI at `/var/run/wireguard/IFNAME.sock`.
     pub uapi: bool,
+    /// Open the TUN with a virtio-net header and negotiate TSO/USO offloads, so that reads
+    /// return super-packets and writes may carry coalesced ones.
+    pub tun_offload: bool,
+    /// Which UDP batching features to use (GSO sends, GRO receives, `sendmmsg`/`recvmmsg`).
+    pub udp: UdpFeatures,
 }
 
 impl EngineConfig {
@@ -100,6 +104,8 @@ impl EngineConfig {
             ifname: ifname.into(),
             mtu: 1420,
             uapi: true,
+            tun_offload: true,
+            udp: UdpFeatures::default(),
         }
     }
 }
@@ -115,7 +121,6 @@ struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
     waker: Waker,
-    tun_write_drops: AtomicU64,
 }
 
 impl Shared {
@@ -142,6 +147,9 @@ impl Stopper {
 pub struct Engine {
     shared: Arc<Shared>,
     tun: Tun,
+    offloads: Offloads,
+    udp_features: UdpFeatures,
+    mtu: usize,
     uapi: Option<UapiHandle>,
     hook: Box<dyn ControlHook>,
 }
@@ -173,7 +181,25 @@ impl Engine {
     /// # Errors
     /// When the interface, the socket or the UAPI socket cannot be set up.
     pub fn start(config: &EngineConfig) -> Result<Self, EngineError> {
-        let tun = Tun::create(&config.ifname).map_err(EngineError::Tun)?;
+        let (tun, offloads) = if config.tun_offload {
+            let options = TunOptions {
+                vnet_hdr: true,
+                multi_queue: false,
+                queues: 1,
+            };
+            let mut q = Tun::create_with(&config.ifname, options).map_err(EngineError::Tun)?;
+            let tun = q.queues.pop().ok_or_else(|| {
+                EngineError::Tun(SysError::BadConfig {
+                    reason: "no TUN queue opened",
+                })
+            })?;
+            (tun, q.offloads)
+        } else {
+            (
+                Tun::create(&config.ifname).map_err(EngineError::Tun)?,
+                Offloads::NONE,
+            )
+        };
         tun.set_mtu(config.mtu).map_err(EngineError::Tun)?;
         let socket = WgSocket::bind(0, 0).map_err(EngineError::Socket)?;
         let mut seed = [0u8; 32];
@@ -188,7 +214,6 @@ impl Engine {
             }),
             stop: AtomicBool::new(false),
             waker: Waker::new().map_err(EngineError::Poll)?,
-            tun_write_drops: AtomicU64::new(0),
         });
         let uapi = if config.uapi {
             let server = UapiServer::bind(tun.name()).map_err(EngineError::Uapi)?;
@@ -201,10 +226,19 @@ impl Engine {
         } else {
             None
         };
-        tracing::info!(interface = tun.name(), mtu = config.mtu, "device created");
+        tracing::info!(
+            interface = tun.name(),
+            mtu = config.mtu,
+            ?offloads,
+            udp = ?config.udp,
+            "device created"
+        );
         Ok(Self {
             shared,
             tun,
+            offloads,
+            udp_features: config.udp,
+            mtu: config.mtu as usize,
             uapi,
             hook: Box::new(DropHook::default()),
         })
@@ -246,25 +280,31 @@ impl Engine {
     }
 
     fn event_loop(&mut self) -> Result<(), EngineError> {
-        let mut tun_buf = vec![0u8; weft_wg::buffer_len_for(MAX_PACKET, MAX_PACKET)];
-        let mut udp_buf = vec![0u8; 65536];
+        let vnet = !self.offloads.is_empty();
+        let uso = self.offloads.contains(Offloads::USO4 | Offloads::USO6);
+        let mut tx = TxPath::new(vnet, self.mtu);
+        let mut rx = RxPath::new(vnet, uso).map_err(EngineError::Socket)?;
         let (mut sock, mut dual, mut generation) = {
             let st = self.shared.lock();
             (st.socket.shared(), st.socket.dual_stack(), st.generation)
         };
+        let mut udp = self.batch_for(&sock)?;
         let mut ready = [false; 3];
         let mut under_load = false;
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
-                tracing::info!(interface = self.tun.name(), "stopping");
+                tracing::info!(interface = self.tun.name(), tx = ?tx.stats, rx = ?rx.stats, "stopping");
                 return Ok(());
             }
             let deadline = {
                 let st = self.shared.lock();
                 if st.generation != generation {
-                    sock = st.socket.shared();
-                    dual = st.socket.dual_stack();
                     generation = st.generation;
+                    if !Arc::ptr_eq(&sock, &st.socket.shared()) {
+                        sock = st.socket.shared();
+                        dual = st.socket.dual_stack();
+                        udp = self.batch_for(&sock)?;
+                    }
                 }
                 st.device.poll_timeout()
             };
@@ -282,36 +322,38 @@ impl Engine {
             let now = clock();
             let shared = Arc::clone(&self.shared);
             let mut st = shared.lock();
-            if ready[0] && !self.pump_tun(&mut st, now, &sock, dual, &mut tun_buf)? {
-                tracing::info!(interface = self.tun.name(), "interface removed; stopping");
-                return Ok(());
+            if ready[0] {
+                for _ in 0..BATCH {
+                    let n = match tx.read(&self.tun) {
+                        Ok(Some(n)) => n,
+                        Ok(None) => break,
+                        Err(SysError::InterfaceGone { .. }) => return self.gone(),
+                        Err(e) => return Err(EngineError::Tun(e)),
+                    };
+                    tx.send_frame(&mut st.device, now, n, &udp, sock.as_fd());
+                }
             }
-            if ready[1] && !self.pump_udp(&mut st, now, &sock, &mut udp_buf)? {
-                tracing::info!(interface = self.tun.name(), "interface removed; stopping");
-                return Ok(());
+            if ready[1] {
+                for _ in 0..UDP_BATCHES {
+                    match rx.receive(
+                        &mut st.device,
+                        now,
+                        &udp,
+                        sock.as_fd(),
+                        &self.tun,
+                        &mut *self.hook,
+                    ) {
+                        Ok(0) => break,
+                        Ok(_) => {}
+                        Err(SysError::InterfaceGone { .. }) => return self.gone(),
+                        Err(e) => return Err(EngineError::Tun(e)),
+                    }
+                }
             }
             if st.device.poll_timeout().is_some_and(|t| t <= now) {
                 st.device.handle_timeout(now);
             }
-            let loaded = st.device.is_under_load(now);
-            if loaded != under_load {
-                under_load = loaded;
-                let stats = st.device.stats();
-                if loaded {
-                    tracing::warn!(
-                        interface = self.tun.name(),
-                        "handshake queue backed up: under load, demanding cookies"
-                    );
-                } else {
-                    tracing::info!(
-                        interface = self.tun.name(),
-                        cookie_replies = stats.tx_cookie_replies,
-                        rate_limited = stats.rx_rate_limited,
-                        queue_full = stats.rx_handshake_queue_full,
-                        "handshake load back to normal"
-                    );
-                }
-            }
+            self.log_load_change(&st.device, now, &mut under_load);
             while let Some(t) = st.device.poll_transmit() {
                 if let Endpoint::Udp(to) = t.endpoint {
                     if let Err(e) = socket::send(&sock, dual, to, &t.payload) {
@@ -322,89 +364,41 @@ impl Engine {
         }
     }
 
-    /// Reads packets from the TUN and sends them encrypted. Returns `false` when the interface
-    /// is gone.
-    fn pump_tun(
-        &self,
-        st: &mut State,
-        now: Instant,
-        sock: &UdpSocket,
-        dual: bool,
-        buf: &mut [u8],
-    ) -> Result<bool, EngineError> {
-        let header = weft_wg::messages::TRANSPORT_HEADER_LEN;
-        for _ in 0..BATCH {
-            let Some(body) = buf.get_mut(header..header + MAX_PACKET) else {
-                break;
-            };
-            let n = match self.tun.read(body) {
-                Ok(Some(n)) => n,
-                Ok(None) => break,
-                Err(SysError::InterfaceGone { .. }) => return Ok(false),
-                Err(e) => return Err(EngineError::Tun(e)),
-            };
-            if let Encapsulated::Send {
-                endpoint: Endpoint::Udp(to),
-                len,
-                ..
-            } = st.device.encapsulate(now, buf, n)
-            {
-                if let Some(msg) = buf.get(..len) {
-                    if let Err(e) = socket::send(sock, dual, to, msg) {
-                        tracing::debug!(error = %e, "send failed");
-                    }
-                }
-            }
-        }
-        Ok(true)
+    fn gone(&self) -> Result<(), EngineError> {
+        tracing::info!(interface = self.tun.name(), "interface removed; stopping");
+        Ok(())
     }
 
-    /// Receives datagrams and writes decrypted packets to the TUN. Returns `false` when the
-    /// interface is gone.
-    fn pump_udp(
-        &mut self,
-        st: &mut State,
-        now: Instant,
-        sock: &UdpSocket,
-        buf: &mut [u8],
-    ) -> Result<bool, EngineError> {
-        for _ in 0..UDP_BATCH {
-            let (n, from) = match sock.recv_from(buf) {
-                Ok(r) => r,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "receive failed");
-                    break;
-                }
-            };
-            let from = normalize(from);
-            let Some(datagram) = buf.get_mut(..n) else {
-                continue;
-            };
-            match classify(datagram) {
-                PacketKind::WireGuard => {}
-                kind => {
-                    self.hook.on_datagram(kind, from, datagram);
-                    continue;
-                }
-            }
-            if let Decapsulated::Packet { start, len, .. } =
-                st.device.decapsulate(now, Endpoint::Udp(from), datagram)
-            {
-                let Some(packet) = datagram.get(start..start + len) else {
-                    continue;
-                };
-                match self.tun.write(packet) {
-                    Ok(WriteOutcome::Written) => {}
-                    Ok(_) => {
-                        self.shared.tun_write_drops.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(SysError::InterfaceGone { .. }) => return Ok(false),
-                    Err(e) => return Err(EngineError::Tun(e)),
-                }
-            }
+    /// The batching state for a (new) socket: GRO is a socket option, so it is set here.
+    fn batch_for(&self, sock: &UdpSocket) -> Result<UdpBatch, EngineError> {
+        let mut features = self.udp_features;
+        if features.gro && weft_sys::enable_gro(sock).is_err() {
+            features.gro = false;
         }
-        Ok(true)
+        UdpBatch::new(sock, features).map_err(EngineError::Socket)
+    }
+
+    fn log_load_change(&self, device: &Device, now: Instant, under_load: &mut bool) {
+        let loaded = device.is_under_load(now);
+        if loaded == *under_load {
+            return;
+        }
+        *under_load = loaded;
+        let stats = device.stats();
+        if loaded {
+            tracing::warn!(
+                interface = self.tun.name(),
+                "handshake queue backed up: under load, demanding cookies"
+            );
+        } else {
+            tracing::info!(
+                interface = self.tun.name(),
+                cookie_replies = stats.tx_cookie_replies,
+                rate_limited = stats.rx_rate_limited,
+                queue_full = stats.rx_handshake_queue_full,
+                "handshake load back to normal"
+            );
+        }
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod apply;
 pub mod engine;
+mod fastpath;
 mod socket;
 pub mod uapi;
 

@@ -1,0 +1,417 @@
+//! The batched, offloaded packet paths of the event loop.
+//!
+//! **Transmit** (TUN → network): one TUN read returns a TSO/USO super-packet behind a
+//! virtio-net header. It is split into segments (`weft-packet`) written straight into one
+//! contiguous buffer at the position each WireGuard message will occupy, encrypted in place by
+//! the core, and the run of equal-sized messages to one endpoint leaves in a single
+//! `sendmsg` with `UDP_SEGMENT` (GSO). No segment is copied after it is written, and nothing is
+//! allocated.
+//!
+//! **Receive** (network → TUN): one `recvmmsg` returns up to 64 messages, each possibly a GRO
+//! super-datagram; every segment is decrypted in place, then the decrypted packets of the whole
+//! batch are coalesced per flow into super-packets (`GroTable`) and written to the TUN, one
+//! write per flow run instead of one per packet.
+//!
+//! Without offloads (the TUN opened without a virtio-net header, or GSO/GRO turned off), the
+//! same code runs with one segment per read and one datagram per message: the fallbacks are
+//! the same paths with smaller batches, which is why the interop tests cover both.
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::time::Instant;
+
+use weft_packet::{Coalesced, GroTable, SuperPacket, VirtioNetHdr, VNET_HDR_LEN};
+use weft_sys::{RecvBatch, SysError, Transmit, Tun, UdpBatch, WriteOutcome};
+use weft_wg::demux::{classify, PacketKind};
+use weft_wg::messages::TRANSPORT_HEADER_LEN;
+use weft_wg::{buffer_len_for, Decapsulated, Device, Encapsulated, Endpoint};
+
+use crate::apply::normalize;
+use crate::engine::ControlHook;
+
+/// Largest IP packet.
+const MAX_IP: usize = 65535;
+/// Largest UDP payload of one GSO send: the IP length field bounds the whole datagram
+/// (IPv6's fixed header is the larger: 40 bytes, plus 8 of UDP).
+const MAX_GSO_PAYLOAD: usize = MAX_IP - 48;
+/// Segments per GSO send (the kernel's `UDP_MAX_SEGMENTS`).
+const MAX_GSO_SEGMENTS: usize = weft_sys::MAX_GSO_SEGMENTS;
+/// Messages per receive batch.
+const RX_SLOTS: usize = 64;
+/// Decrypted packets coalesced in one pass.
+const GRO_CHUNK: usize = 256;
+
+/// Counters of the fast paths.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct PathStats {
+    /// TUN frames read.
+    pub(crate) tun_frames: u64,
+    /// Segments produced from them.
+    pub(crate) tx_segments: u64,
+    /// UDP sends issued (one per GSO run).
+    pub(crate) udp_sends: u64,
+    /// GSO runs that the path MTU refused and that went out one datagram at a time.
+    pub(crate) gso_fallbacks: u64,
+    /// Frames dropped because they were not valid super-packets.
+    pub(crate) tx_bad_frames: u64,
+    /// UDP messages received (each possibly several datagrams).
+    pub(crate) udp_messages: u64,
+    /// Datagrams received.
+    pub(crate) rx_datagrams: u64,
+    /// TUN writes issued.
+    pub(crate) tun_writes: u64,
+    /// TUN writes that did not go through (queue full, link down, rejected).
+    pub(crate) tun_write_drops: u64,
+}
+
+/// The transmit path's buffers.
+pub(crate) struct TxPath {
+    frame: Vec<u8>,
+    out: Vec<u8>,
+    vnet: bool,
+    mtu: usize,
+    pub(crate) stats: PathStats,
+}
+
+/// A run of messages in `TxPath::out` bound for one endpoint.
+#[derive(Clone, Copy)]
+struct Run {
+    endpoint: SocketAddr,
+    stride: usize,
+    count: usize,
+    /// The last message is shorter than `stride`: nothing may follow it in this send.
+    closed: bool,
+}
+
+impl TxPath {
+    pub(crate) fn new(vnet: bool, mtu: usize) -> Self {
+        Self {
+            frame: vec![0u8; VNET_HDR_LEN + MAX_IP],
+            out: vec![0u8; MAX_GSO_PAYLOAD + buffer_len_for(mtu, mtu)],
+            vnet,
+            mtu,
+            stats: PathStats::default(),
+        }
+    }
+
+    /// Reads one frame from the TUN into the frame buffer. `Ok(None)` when the TUN is empty.
+    pub(crate) fn read(&mut self, tun: &Tun) -> Result<Option<usize>, SysError> {
+        tun.read(&mut self.frame)
+    }
+
+    /// Splits, encrypts and sends the frame of `len` bytes just read.
+    pub(crate) fn send_frame(
+        &mut self,
+        device: &mut Device,
+        now: Instant,
+        len: usize,
+        udp: &UdpBatch,
+        sock: impl AsFd + Copy,
+    ) {
+        let Self {
+            frame,
+            out,
+            vnet,
+            mtu,
+            stats,
+        } = self;
+        stats.tun_frames += 1;
+        let Some(frame) = frame.get(..len) else {
+            return;
+        };
+        let parsed = if *vnet {
+            SuperPacket::from_frame(frame)
+        } else {
+            SuperPacket::parse(&VirtioNetHdr::NONE, frame)
+        };
+        let Ok(sp) = parsed else {
+            stats.tx_bad_frames += 1;
+            return;
+        };
+        let mut run: Option<Run> = None;
+        let mut cursor = 0usize;
+        for i in 0..sp.segment_count() {
+            let Some(seg_len) = sp.segment_len(i) else {
+                break;
+            };
+            let need = buffer_len_for(seg_len, *mtu);
+            let full = run.is_some_and(|r| {
+                r.closed || r.count >= MAX_GSO_SEGMENTS || cursor + need > MAX_GSO_PAYLOAD
+            });
+            if full {
+                flush(out, stats, run.take(), cursor, udp, sock);
+                cursor = 0;
+            }
+            let Some(slot) = out.get_mut(cursor..cursor + need) else {
+                break;
+            };
+            let Some(body) = slot.get_mut(TRANSPORT_HEADER_LEN..) else {
+                break;
+            };
+            if sp.write_segment(i, body).is_err() {
+                stats.tx_bad_frames += 1;
+                break;
+            }
+            stats.tx_segments += 1;
+            let Encapsulated::Send {
+                endpoint: Endpoint::Udp(to),
+                len,
+                ..
+            } = device.encapsulate(now, slot, seg_len)
+            else {
+                // Staged, dropped, or for a relay: the slot is free again.
+                continue;
+            };
+            match run {
+                Some(mut r) if r.endpoint == to && len <= r.stride => {
+                    r.count += 1;
+                    r.closed = len < r.stride;
+                    cursor += len;
+                    run = Some(r);
+                }
+                Some(_) => {
+                    // Another peer or a bigger message: send what came before, then move this
+                    // message to the front of the buffer.
+                    flush(out, stats, run.take(), cursor, udp, sock);
+                    out.copy_within(cursor..cursor + len, 0);
+                    cursor = len;
+                    run = Some(Run {
+                        endpoint: to,
+                        stride: len,
+                        count: 1,
+                        closed: false,
+                    });
+                }
+                None => {
+                    cursor += len;
+                    run = Some(Run {
+                        endpoint: to,
+                        stride: len,
+                        count: 1,
+                        closed: false,
+                    });
+                }
+            }
+        }
+        flush(out, stats, run, cursor, udp, sock);
+    }
+}
+
+/// Sends the run in `out[..len]`: one GSO send, or datagram by datagram when the path MTU
+/// refuses the segment size (the kernel then fragments each datagram, as wireguard-go's sends
+/// are fragmented).
+fn flush(
+    out: &[u8],
+    stats: &mut PathStats,
+    run: Option<Run>,
+    len: usize,
+    udp: &UdpBatch,
+    sock: impl AsFd + Copy,
+) {
+    {
+        let Some(run) = run else { return };
+        let Some(contents) = out.get(..len) else {
+            return;
+        };
+        stats.udp_sends += 1;
+        let segment_size = (run.count > 1)
+            .then(|| u16::try_from(run.stride).ok())
+            .flatten();
+        let gso = [Transmit {
+            dst: run.endpoint,
+            contents,
+            segment_size,
+        }];
+        match udp.send_batch(sock, &gso) {
+            Ok(_) => {}
+            Err(SysError::Io { source, .. })
+                if segment_size.is_some() && source.raw_os_error() == Some(libc::EMSGSIZE) =>
+            {
+                stats.gso_fallbacks += 1;
+                let mut singles = [Transmit {
+                    dst: run.endpoint,
+                    contents: &[],
+                    segment_size: None,
+                }; MAX_GSO_SEGMENTS];
+                let mut n = 0;
+                for (t, chunk) in singles.iter_mut().zip(contents.chunks(run.stride)) {
+                    t.contents = chunk;
+                    n += 1;
+                }
+                let mut sent = 0;
+                // Bounded: each round sends at least one datagram or stops.
+                for _ in 0..n {
+                    match udp.send_batch(sock, singles.get(sent..n).unwrap_or_default()) {
+                        Ok(k) if k > 0 && sent + k < n => sent += k,
+                        Ok(_) | Err(_) => break,
+                    }
+                }
+            }
+            Err(e) => tracing::trace!(error = %e, "send failed"),
+        }
+    }
+}
+
+/// One decrypted packet: slot, offset and length in the receive batch.
+type Decrypted = (u16, u32, u32);
+
+/// The receive path's buffers.
+pub(crate) struct RxPath {
+    batch: RecvBatch,
+    decrypted: Vec<Decrypted>,
+    gro: Option<GroTable>,
+    /// Where merged super-packets are built.
+    scratch: Vec<u8>,
+    /// Where an unmerged packet gets its (empty) virtio-net header.
+    single: Vec<u8>,
+    pub(crate) stats: PathStats,
+}
+
+impl RxPath {
+    /// `vnet`: the TUN takes virtio-net headers (so GRO frames can be written); `udp_gro`: the
+    /// TUN accepted USO, so UDP flows may be merged too.
+    pub(crate) fn new(vnet: bool, udp_gro: bool) -> Result<Self, SysError> {
+        Ok(Self {
+            batch: RecvBatch::new(RX_SLOTS, 65536)?,
+            decrypted: Vec::with_capacity(RX_SLOTS * 64),
+            gro: vnet.then(|| GroTable::new(GRO_CHUNK, udp_gro)),
+            scratch: vec![0u8; weft_packet::gro::SCRATCH_LEN],
+            single: vec![0u8; VNET_HDR_LEN + MAX_IP],
+            stats: PathStats::default(),
+        })
+    }
+
+    /// Receives one batch, decrypts it and writes the packets to the TUN. Returns the number of
+    /// messages received (0: the socket is drained) or `Err` when the TUN is gone.
+    pub(crate) fn receive(
+        &mut self,
+        device: &mut Device,
+        now: Instant,
+        udp: &UdpBatch,
+        sock: impl AsFd,
+        tun: &Tun,
+        hook: &mut dyn ControlHook,
+    ) -> Result<usize, SysError> {
+        let n = match udp.recv_batch(sock, &mut self.batch) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(error = %e, "receive failed");
+                return Ok(0);
+            }
+        };
+        self.stats.udp_messages += n as u64;
+        self.decrypted.clear();
+        for slot in 0..n {
+            let Some((meta, buf)) = self.batch.get_mut(slot) else {
+                continue;
+            };
+            if meta.truncated {
+                continue;
+            }
+            let from = normalize(meta.addr);
+            let stride = if meta.stride == 0 {
+                meta.len
+            } else {
+                meta.stride
+            };
+            let Some(payload) = buf.get_mut(..meta.len) else {
+                continue;
+            };
+            let mut offset = 0usize;
+            for datagram in payload.chunks_mut(stride.max(1)) {
+                self.stats.rx_datagrams += 1;
+                let here = offset;
+                offset += datagram.len();
+                if classify(datagram) != PacketKind::WireGuard {
+                    hook.on_datagram(classify(datagram), from, datagram);
+                    continue;
+                }
+                if let Decapsulated::Packet { start, len, .. } =
+                    device.decapsulate(now, Endpoint::Udp(from), datagram)
+                {
+                    if let (Ok(s), Ok(o), Ok(l)) = (
+                        u16::try_from(slot),
+                        u32::try_from(here + start),
+                        u32::try_from(len),
+                    ) {
+                        self.decrypted.push((s, o, l));
+                    }
+                }
+            }
+        }
+        self.deliver(tun)?;
+        Ok(n)
+    }
+
+    /// Writes the decrypted packets of the batch to the TUN, coalesced where allowed.
+    fn deliver(&mut self, tun: &Tun) -> Result<(), SysError> {
+        let Self {
+            batch,
+            decrypted,
+            gro,
+            scratch,
+            single,
+            stats,
+        } = self;
+        let packet = |&(slot, off, len): &Decrypted| -> &[u8] {
+            batch
+                .get(usize::from(slot))
+                .and_then(|(_, buf)| buf.get(off as usize..(off + len) as usize))
+                .unwrap_or_default()
+        };
+        let Some(gro) = gro.as_mut() else {
+            for d in decrypted.iter() {
+                write(tun, packet(d), stats)?;
+            }
+            return Ok(());
+        };
+        let mut gone = None;
+        for chunk in decrypted.chunks(GRO_CHUNK) {
+            let mut refs: [&[u8]; GRO_CHUNK] = [&[]; GRO_CHUNK];
+            for (r, d) in refs.iter_mut().zip(chunk) {
+                *r = packet(d);
+            }
+            let refs = refs.get(..chunk.len()).unwrap_or_default();
+            gro.coalesce(refs, scratch, |frame| {
+                if gone.is_some() {
+                    return;
+                }
+                let result = match frame {
+                    Coalesced::Merged { frame, .. } => write(tun, frame, stats),
+                    Coalesced::Single { packet, .. } => write_single(tun, packet, single, stats),
+                };
+                if let Err(e) = result {
+                    gone = Some(e);
+                }
+            });
+        }
+        gone.map_or(Ok(()), Err)
+    }
+}
+
+fn write(tun: &Tun, frame: &[u8], stats: &mut PathStats) -> Result<(), SysError> {
+    stats.tun_writes += 1;
+    match tun.write(frame)? {
+        WriteOutcome::Written => {}
+        _ => stats.tun_write_drops += 1,
+    }
+    Ok(())
+}
+
+/// Writes an unmerged packet behind an empty virtio-net header, built in `frame`.
+fn write_single(
+    tun: &Tun,
+    packet: &[u8],
+    frame: &mut [u8],
+    stats: &mut PathStats,
+) -> Result<(), SysError> {
+    let total = VNET_HDR_LEN + packet.len();
+    let Some(frame) = frame.get_mut(..total) else {
+        stats.tun_write_drops += 1;
+        return Ok(());
+    };
+    let (hdr, body) = frame.split_at_mut(VNET_HDR_LEN);
+    hdr.copy_from_slice(&VirtioNetHdr::NONE.to_bytes());
+    body.copy_from_slice(packet);
+    write(tun, frame, stats)
+}

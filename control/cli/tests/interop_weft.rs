@@ -35,6 +35,11 @@ fn weft() -> WgImpl {
     WgImpl::Weft(weft_path())
 }
 
+/// weft with TUN offloads, GSO, GRO and mmsg batching all forced off (the fallback paths).
+fn weft_plain() -> WgImpl {
+    WgImpl::WeftNoOffload(weft_path())
+}
+
 fn go() -> WgImpl {
     WgImpl::WireguardGo
 }
@@ -107,7 +112,18 @@ cases! {
     netns_wg_quick_weft_with_go_peer => wg_quick_case(Path::new(&weft_path()), go());
     netns_wg_quick_weft_with_weft_peer => wg_quick_case(Path::new(&weft_path()), weft());
 
+    // The fallback paths (no TUN offload, no GSO/GRO, no mmsg) against real peers and against
+    // the offloaded weft.
+    netns_weft_plain_go_v4 => basic(weft_plain(), go(), V4, Initiator::A);
+    netns_weft_plain_boringtun_v6 => basic(weft_plain(), boringtun(), V6, Initiator::B);
+    netns_weft_plain_weft_v4 => basic(weft_plain(), weft(), V4, Initiator::Both);
+    netns_weft_plain_go_64mib_v4 => big_transfer(weft_plain(), go(), V4, 64 * MIB);
+    netns_weft_weft_64mib_v6 => big_transfer(weft(), weft(), V6, 64 * MIB);
+    netns_weft_plain_go_small_underlay_v6 => mtu_case(weft_plain(), go(), V6, 1400, 1420);
+    netns_weft_plain_go_byte_counters => counters(weft_plain(), go(), V4);
+
     // Handshake flood at weft during a transfer from wireguard-go; RSS growth < 64 MiB.
     netns_weft_under_handshake_flood_v4 => handshake_flood(weft(), go(), V4, 64 * 1024);
     netns_weft_under_handshake_flood_v6 => handshake_flood(weft(), go(), V6, 64 * 1024);
+    netns_weft_plain_under_handshake_flood_v4 => handshake_flood(weft_plain(), go(), V4, 64 * 1024);
 }

@@ -26,6 +26,9 @@ pub const WIREGUARD_GO: &str = "/usr/bin/wireguard-go";
 pub enum WgImpl {
     /// weft-wg, at the given path (in tests: `env!("CARGO_BIN_EXE_weft-wg")`).
     Weft(PathBuf),
+    /// weft-wg at the given path with every offload and batching feature forced off (plain TUN,
+    /// no UDP GSO/GRO, no `sendmmsg`/`recvmmsg`): the fallback paths.
+    WeftNoOffload(PathBuf),
     /// wireguard-go, [`WIREGUARD_GO`].
     WireguardGo,
     /// boringtun-cli, looked up on `PATH` then in `~/.cargo/bin`.
@@ -43,6 +46,7 @@ impl WgImpl {
     pub fn name(&self) -> &'static str {
         match self {
             Self::Weft(_) => "weft",
+            Self::WeftNoOffload(_) => "weft-no-offload",
             Self::WireguardGo => "wireguard-go",
             Self::Boringtun => "boringtun",
         }
@@ -52,7 +56,7 @@ impl WgImpl {
     /// `$HOME/.cargo/bin/boringtun-cli`.
     pub fn program(&self) -> Result<PathBuf> {
         match self {
-            Self::Weft(path) => Ok(path.clone()),
+            Self::Weft(path) | Self::WeftNoOffload(path) => Ok(path.clone()),
             Self::WireguardGo => Ok(PathBuf::from(WIREGUARD_GO)),
             Self::Boringtun => find_program("boringtun-cli"),
         }
@@ -108,6 +112,9 @@ impl WgImpl {
         let mut argv: Vec<&str> = vec![program.as_str(), "-f"];
         if matches!(self, Self::Boringtun) {
             argv.extend(["--disable-drop-privileges", "-v", "debug"]);
+        }
+        if matches!(self, Self::WeftNoOffload(_)) {
+            argv.extend(["--no-tun-offload", "--no-gso", "--no-gro", "--no-mmsg"]);
         }
         argv.push(ifname);
         let mut cmd = ns.command(&argv);

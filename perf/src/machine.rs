@@ -25,10 +25,13 @@ pub(crate) struct Machine {
     pub(crate) boringtun: String,
     /// The weft-wg binary measured.
     pub(crate) weft_binary: PathBuf,
+    /// Its SHA-256, to tell binaries apart when `--weft` points elsewhere.
+    pub(crate) weft_sha256: String,
     /// First line of `weft-wg --version`.
     pub(crate) weft_version: String,
     /// `git rev-parse HEAD` of the source tree this harness was built from,
-    /// with `-dirty` if tracked files differ from it.
+    /// with `-dirty` if tracked files differ from it. It is the weft commit when
+    /// weft-wg was built next to weft-perf from the same tree (the default).
     pub(crate) weft_commit: String,
     /// `date -u` at the start of the run, RFC 3339.
     pub(crate) date_utc: String,
@@ -131,6 +134,8 @@ impl Machine {
             wireguard_go: first_line(Path::new(weft_testkit::WIREGUARD_GO), &["--version"]),
             boringtun,
             weft_binary: weft.to_path_buf(),
+            weft_sha256: weft_testkit::sha256_file(weft)
+                .unwrap_or_else(|e| format!("(unknown: {e:#})")),
             weft_version: first_line(weft, &["--version"]),
             weft_commit: git_commit(),
             date_utc: first_line(Path::new("date"), &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),

@@ -83,10 +83,6 @@ pub enum SysError {
         /// The missing operation.
         op: &'static str,
     },
-    /// The io_uring has no room for another request right now (its submission queue is full, or
-    /// every send slot is in flight); submit and reap completions, then try again.
-    #[error("io_uring is full")]
-    UringFull,
     /// A system call failed in a way this crate does not classify further; `op` names it.
     #[error("{op} failed")]
     Io {

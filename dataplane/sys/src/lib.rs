@@ -1,4 +1,5 @@
-//! Linux platform I/O for weft: TUN devices, UDP sockets, `poll`, and cross-thread wakeups.
+//! Linux platform I/O for weft: TUN devices (with offloads), UDP sockets (batched, GSO/GRO),
+//! io_uring, `poll`, and cross-thread wakeups.
 //!
 //! # Why this crate exists
 //!
@@ -10,7 +11,8 @@
 //! engine in `weft-dataplane` glues them together through a small seam.
 //!
 //! It is also the only crate in `dataplane/` allowed to use `unsafe` (the workspace forbids it
-//! everywhere else). Each `unsafe` block is a single FFI call or union read with a `// SAFETY:`
+//! everywhere else). Each `unsafe` block is a single FFI call, union read or pointer operation
+//! with a `// SAFETY:`
 //! comment (`clippy::undocumented_unsafe_blocks` and `multiple_unsafe_ops_per_block` are denied),
 //! and each is wrapped in a safe function whose errors are typed ([`SysError`]), so the rest of
 //! the data plane audits no `unsafe` at all.
@@ -38,11 +40,18 @@
 //!   source address and the `UDP_GRO` segment size of each message, and `sendmmsg` of
 //!   [`Transmit`]s with `UDP_SEGMENT` (GSO); GSO is dropped for good after an `EIO`, as
 //!   wireguard-go does. [`UdpFeatures`] turns each feature off to force its fallback.
+//! * io_uring ([`UringUdp`]): one ring per event loop with a multishot `RECVMSG` on the UDP
+//!   socket into a provided-buffer ring (source address, `UDP_GRO` segment size and payload
+//!   parsed from each buffer), a multishot `READ` on a TUN queue into a second buffer ring, a
+//!   [`Waker`]'s eventfd, and `SENDMSG` with `UDP_SEGMENT`;
+//!   [`UringUdp::submit_and_wait`] is the only blocking point. If io_uring cannot be set up,
+//!   [`SysError::UringUnavailable`] says so and the caller falls back to [`UdpBatch`] and
+//!   [`poll_readable`]. Not there yet: registered files and buffers, `SEND_ZC`, SQPOLL, sending
+//!   without a copy into a send slot, and TUN writes through the ring (they stay plain
+//!   `write`s on the [`Tun`]).
 //!
-//! # What it will grow into
-//!
-//! An io_uring driver for the same operations (multishot receive into provided-buffer rings),
-//! so the engine blocks in one place; see the planned shard design in `docs/ARCHITECTURE.md`.
+//! Nothing here spawns threads or allocates per packet: receive buffers are preallocated
+//! ([`RecvBatch`], the buffer rings), and per-call message headers live on the stack.
 //!
 //! # Platform
 //!
@@ -65,6 +74,7 @@ mod socket;
 mod tun;
 mod tun_offload;
 mod udp_batch;
+mod uring;
 mod wake;
 
 pub use error::SysError;
@@ -76,4 +86,5 @@ pub use udp_batch::{
     enable_gro, gro_enabled, supports_gso, RecvBatch, RecvMeta, Transmit, UdpBatch, UdpFeatures,
     MAX_BATCH, MAX_GSO_SEGMENTS,
 };
+pub use uring::{UringConfig, UringEvent, UringSource, UringStats, UringUdp, RECVMSG_OVERHEAD};
 pub use wake::Waker;

@@ -36,16 +36,7 @@ impl RawAddr {
     /// IPv4 socket a v4-mapped IPv6 address becomes plain IPv4. `None`: a real IPv6 address
     /// cannot be sent from an IPv4 socket.
     pub(crate) fn encode(&mut self, addr: SocketAddr, family: Family) -> Option<usize> {
-        let addr = match (family, addr) {
-            (Family::V6, SocketAddr::V4(v4)) => {
-                SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
-            }
-            (Family::V4, SocketAddr::V6(v6)) => {
-                let ip = v6.ip().to_ipv4_mapped()?;
-                SocketAddr::V4(SocketAddrV4::new(ip, v6.port()))
-            }
-            (_, a) => a,
-        };
+        let addr = for_family(addr, family)?;
         self.0 = [0; ADDR_SPACE];
         let b = &mut self.0;
         match addr {
@@ -65,6 +56,21 @@ impl RawAddr {
             }
         }
     }
+}
+
+/// `addr` as a socket of `family` must be given it: IPv4 becomes v4-mapped on an IPv6 socket,
+/// v4-mapped IPv6 becomes IPv4 on an IPv4 socket; `None` for real IPv6 on an IPv4 socket.
+pub(crate) fn for_family(addr: SocketAddr, family: Family) -> Option<SocketAddr> {
+    Some(match (family, addr) {
+        (Family::V6, SocketAddr::V4(v4)) => {
+            SocketAddr::V6(SocketAddrV6::new(v4.ip().to_ipv6_mapped(), v4.port(), 0, 0))
+        }
+        (Family::V4, SocketAddr::V6(v6)) => {
+            let ip = v6.ip().to_ipv4_mapped()?;
+            SocketAddr::V4(SocketAddrV4::new(ip, v6.port()))
+        }
+        (_, a) => a,
+    })
 }
 
 fn family_bytes(af: libc::c_int) -> [u8; 2] {

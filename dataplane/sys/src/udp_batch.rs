@@ -524,7 +524,7 @@ enum Round {
 
 /// How a transmit goes out.
 #[derive(Clone, Copy)]
-enum Plan {
+pub(crate) enum Plan {
     /// One datagram.
     Single,
     /// One GSO send with this segment size.
@@ -533,7 +533,7 @@ enum Plan {
     Split(u16),
 }
 
-fn plan(t: &Transmit<'_>, gso: bool) -> Result<Plan, &'static str> {
+pub(crate) fn plan(t: &Transmit<'_>, gso: bool) -> Result<Plan, &'static str> {
     let Some(seg) = t.segment_size else {
         return Ok(Plan::Single);
     };

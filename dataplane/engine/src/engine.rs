@@ -188,11 +188,9 @@ impl Engine {
                 queues: 1,
             };
             let mut q = Tun::create_with(&config.ifname, options).map_err(EngineError::Tun)?;
-            let tun = q.queues.pop().ok_or_else(|| {
-                EngineError::Tun(SysError::BadConfig {
-                    reason: "no TUN queue opened",
-                })
-            })?;
+            let tun = q.queues.pop().ok_or(EngineError::Tun(SysError::BadConfig {
+                reason: "no TUN queue opened",
+            }))?;
             (tun, q.offloads)
         } else {
             (

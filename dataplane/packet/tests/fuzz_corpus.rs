@@ -3,9 +3,11 @@
 //! so they hold on stable with `cargo test`. A crash found by the fuzzer becomes a regression
 //! test by adding its input to the corpus.
 //!
-//! The seed files were written by `regenerate_seed_corpora` below (ignored; run it with
-//! `cargo test -p weft-packet --test fuzz_corpus -- --ignored` after changing an input
-//! format). Inputs the fuzzer finds are added by hand and kept.
+//! The seed files come from the generators below; `seed_corpora_match_their_generators` checks
+//! that every committed seed is what its generator makes (and passes the invariants). After
+//! changing an input format, rewrite them with
+//! `WEFT_REGENERATE_CORPORA=1 cargo test -p weft-packet --test fuzz_corpus`. Inputs the fuzzer
+//! finds are added by hand and kept.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -279,10 +281,11 @@ fn gro_merge_seeds() -> Vec<(&'static str, Vec<u8>)> {
     seeds
 }
 
-/// Writes the seed corpora. Ignored: run it by hand after changing an input format.
+/// Every committed seed equals what its generator makes today; with
+/// `WEFT_REGENERATE_CORPORA=1` the seeds are rewritten instead.
 #[test]
-#[ignore = "writes into dataplane/fuzz/corpus"]
-fn regenerate_seed_corpora() {
+fn seed_corpora_match_their_generators() {
+    let regenerate = std::env::var_os("WEFT_REGENERATE_CORPORA").is_some();
     for (target, seeds, check) in [
         (
             "packet_vnet_hdr",
@@ -302,7 +305,17 @@ fn regenerate_seed_corpora() {
         std::fs::create_dir_all(&dir).unwrap();
         for (name, data) in seeds {
             check(&data).unwrap_or_else(|v| panic!("{target}/{name}: {v}"));
-            std::fs::write(dir.join(name), data).unwrap();
+            let path = dir.join(&name);
+            if regenerate {
+                std::fs::write(&path, data).unwrap();
+            } else {
+                let committed = std::fs::read(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e} (regenerate the corpora)", path.display()));
+                assert!(
+                    committed == data,
+                    "{target}/{name} differs from its generator"
+                );
+            }
         }
     }
 }

@@ -305,7 +305,7 @@ fn seed_corpora_match_their_generators() {
         std::fs::create_dir_all(&dir).unwrap();
         for (name, data) in seeds {
             check(&data).unwrap_or_else(|v| panic!("{target}/{name}: {v}"));
-            let path = dir.join(&name);
+            let path = dir.join(name);
             if regenerate {
                 std::fs::write(&path, data).unwrap();
             } else {

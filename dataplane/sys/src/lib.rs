@@ -67,6 +67,7 @@
 )]
 
 mod cmsg;
+mod counting_alloc;
 mod error;
 mod poll;
 mod sockaddr;
@@ -77,6 +78,7 @@ mod udp_batch;
 mod uring;
 mod wake;
 
+pub use counting_alloc::CountingAlloc;
 pub use error::SysError;
 pub use poll::{poll_readable, MAX_POLL_FDS};
 pub use socket::{bind_udp, set_fwmark, set_socket_buffers};

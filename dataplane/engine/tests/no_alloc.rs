@@ -16,14 +16,12 @@
 )]
 #![allow(clippy::disallowed_methods)]
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use weft_keys::PrivateKey;
 use weft_packet::build::Spec;
 use weft_packet::{Coalesced, GroTable, SuperPacket};
 use weft_sys::CountingAlloc;
-use weft_wg::{buffer_len_for, Decapsulated, Device, Encapsulated, Endpoint};
+use weft_wg::{buffer_len_for, Decapsulated, Encapsulated};
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
@@ -31,44 +29,6 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 const MTU: usize = 1420;
 const MSS: u16 = 1380;
 const SEGMENTS: usize = 45;
-
-fn established(now: Instant) -> (Device, Device) {
-    let (ka, kb) = (
-        PrivateKey::from_bytes([1; 32]),
-        PrivateKey::from_bytes([2; 32]),
-    );
-    let (pa, pb) = (ka.public_key(), kb.public_key());
-    let mut a = Device::new([3; 32], now, Duration::from_secs(1_700_000_000));
-    let mut b = Device::new([4; 32], now, Duration::from_secs(1_700_000_000));
-    a.set_private_key(Some(ka));
-    b.set_private_key(Some(kb));
-    let ida = a.add_peer(pb);
-    let idb = b.add_peer(pa);
-    a.set_endpoint(
-        ida,
-        Some(Endpoint::Udp(SocketAddr::from(([192, 0, 2, 2], 2)))),
-    );
-    a.add_allowed_ip(ida, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 32)
-        .unwrap();
-    b.add_allowed_ip(idb, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 32)
-        .unwrap();
-    a.initiate_handshake(ida, now);
-    let from_a = Endpoint::Udp(SocketAddr::from(([192, 0, 2, 1], 1)));
-    let from_b = Endpoint::Udp(SocketAddr::from(([192, 0, 2, 2], 2)));
-    for _ in 0..8 {
-        while let Some(t) = a.poll_transmit() {
-            let mut d = t.payload;
-            let _ = b.decapsulate(now, from_a, &mut d);
-        }
-        b.handle_timeout(now);
-        while let Some(t) = b.poll_transmit() {
-            let mut d = t.payload;
-            let _ = a.decapsulate(now, from_b, &mut d);
-        }
-        a.handle_timeout(now);
-    }
-    (a, b)
-}
 
 #[test]
 fn a_million_segments_through_split_seal_open_and_coalesce_allocate_nothing() {
@@ -81,8 +41,12 @@ fn a_million_segments_through_split_seal_open_and_coalesce_allocate_nothing() {
     );
 
     let now = Instant::now();
-    let (mut a, mut b) = established(now);
-    let from_a = Endpoint::Udp(SocketAddr::from(([192, 0, 2, 1], 1)));
+    let weft_wg::testing::Pair {
+        mut a,
+        mut b,
+        a_addr: from_a,
+        ..
+    } = weft_wg::testing::established_pair(now).expect("handshake");
 
     let payload = vec![0x5au8; usize::from(MSS) * SEGMENTS];
     let frame = Spec::tcp4().super_frame(MSS, &payload);

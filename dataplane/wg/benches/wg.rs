@@ -13,10 +13,9 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use weft_keys::PrivateKey;
 use weft_wg::allowedips::AllowedIps;
 use weft_wg::{buffer_len_for, Decapsulated, Device, Encapsulated, Endpoint};
 
@@ -33,54 +32,10 @@ fn ipv4_packet(len: usize, src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     p
 }
 
-/// Two devices with a completed handshake; A = 10.0.0.1, B = 10.0.0.2.
 fn established() -> (Device, Device, Instant) {
     let now = Instant::now();
-    let (ka, kb) = (
-        PrivateKey::from_bytes([1; 32]),
-        PrivateKey::from_bytes([2; 32]),
-    );
-    let (pa, pb) = (ka.public_key(), kb.public_key());
-    let mut a = Device::new([3; 32], now, Duration::from_secs(1_700_000_000));
-    let mut b = Device::new([4; 32], now, Duration::from_secs(1_700_000_000));
-    a.set_private_key(Some(ka));
-    b.set_private_key(Some(kb));
-    let ida = a.add_peer(pb);
-    let idb = b.add_peer(pa);
-    let ea = Endpoint::Udp(SocketAddr::from(([192, 0, 2, 1], 1)));
-    let eb = Endpoint::Udp(SocketAddr::from(([192, 0, 2, 2], 2)));
-    a.set_endpoint(ida, Some(eb));
-    a.add_allowed_ip(ida, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), 32)
-        .unwrap();
-    b.add_allowed_ip(idb, IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), 32)
-        .unwrap();
-    let pkt = ipv4_packet(64, [10, 0, 0, 1], [10, 0, 0, 2]);
-    let mut buf = vec![0u8; buffer_len_for(pkt.len(), PACKET)];
-    buf[16..16 + pkt.len()].copy_from_slice(&pkt);
-    assert!(matches!(
-        a.encapsulate(now, &mut buf, pkt.len()),
-        Encapsulated::Staged(_)
-    ));
-    // Shuttle handshake messages until both sides are quiet (bounded).
-    for _ in 0..16 {
-        let mut moved = false;
-        while let Some(t) = a.poll_transmit() {
-            let mut d = t.payload;
-            let _ = b.decapsulate(now, ea, &mut d);
-            moved = true;
-        }
-        b.handle_timeout(now);
-        while let Some(t) = b.poll_transmit() {
-            let mut d = t.payload;
-            let _ = a.decapsulate(now, eb, &mut d);
-            moved = true;
-        }
-        a.handle_timeout(now);
-        if !moved {
-            break;
-        }
-    }
-    (a, b, now)
+    let p = weft_wg::testing::established_pair(now).expect("handshake");
+    (p.a, p.b, now)
 }
 
 fn aead(c: &mut Criterion) {

@@ -38,6 +38,8 @@ pub mod ratelimiter;
 pub mod replay;
 pub(crate) mod session;
 pub mod stats;
+#[doc(hidden)]
+pub mod testing;
 pub mod timers;
 
 use std::net::SocketAddr;

@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use weft_sys::{Offloads, SysError, Tun, TunOptions, UdpBatch, UdpFeatures, Waker};
+use weft_sys::{Offloads, SysError, Transmit, Tun, TunOptions, UdpBatch, UdpFeatures, Waker};
 use weft_wg::demux::PacketKind;
 use weft_wg::{Device, Endpoint};
 
 use crate::apply;
 use crate::fastpath::{RxPath, TxPath};
-use crate::socket::{self, WgSocket};
+use crate::socket::WgSocket;
 use crate::uapi::{Request, UapiError, UapiHandle, UapiServer, UapiServerError};
 
 /// Packets read from the TUN per loop iteration before looking at the other sources.
@@ -282,9 +282,9 @@ impl Engine {
         let uso = self.offloads.contains(Offloads::USO4 | Offloads::USO6);
         let mut tx = TxPath::new(vnet, self.mtu);
         let mut rx = RxPath::new(vnet, uso).map_err(EngineError::Socket)?;
-        let (mut sock, mut dual, mut generation) = {
+        let (mut sock, mut generation) = {
             let st = self.shared.lock();
-            (st.socket.shared(), st.socket.dual_stack(), st.generation)
+            (st.socket.shared(), st.generation)
         };
         let mut udp = self.batch_for(&sock)?;
         let mut ready = [false; 3];
@@ -300,7 +300,6 @@ impl Engine {
                     generation = st.generation;
                     if !Arc::ptr_eq(&sock, &st.socket.shared()) {
                         sock = st.socket.shared();
-                        dual = st.socket.dual_stack();
                         udp = self.batch_for(&sock)?;
                     }
                 }
@@ -352,9 +351,16 @@ impl Engine {
                 st.device.handle_timeout(now);
             }
             self.log_load_change(&st.device, now, &mut under_load);
+            // Handshakes, cookie replies, keepalives and flushed packets: the same batched
+            // sender as the data path (it maps IPv4 destinations on a dual-stack socket).
             while let Some(t) = st.device.poll_transmit() {
-                if let Endpoint::Udp(to) = t.endpoint {
-                    if let Err(e) = socket::send(&sock, dual, to, &t.payload) {
+                if let Endpoint::Udp(dst) = t.endpoint {
+                    let one = [Transmit {
+                        dst,
+                        contents: &t.payload,
+                        segment_size: None,
+                    }];
+                    if let Err(e) = udp.send_batch(sock.as_fd(), &one) {
                         tracing::debug!(error = %e, "send failed");
                     }
                 }

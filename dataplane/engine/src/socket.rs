@@ -2,11 +2,10 @@
 //! event loop uses it.
 //!
 //! One dual-stack socket serves IPv4 and IPv6 peers (IPv4 peers appear as v4-mapped addresses
-//! and are normalized before the core sees them). The socket is shared with the loop through an
+//! and are normalized before the core sees them; `weft_sys::UdpBatch` maps them back on send). The socket is shared with the loop through an
 //! `Arc`; a rebind swaps the `Arc`, and the loop picks up the new one when it is woken.
 
-use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
@@ -19,7 +18,6 @@ pub(crate) struct WgSocket {
     socket: Arc<UdpSocket>,
     port: u16,
     fwmark: u32,
-    dual_stack: bool,
 }
 
 impl WgSocket {
@@ -36,7 +34,6 @@ impl WgSocket {
             })?;
         Ok(Self {
             port: local.port(),
-            dual_stack: local.is_ipv6(),
             socket: Arc::new(socket),
             fwmark,
         })
@@ -72,48 +69,5 @@ impl WgSocket {
         weft_sys::set_fwmark(self.socket.as_fd(), mark)?;
         self.fwmark = mark;
         Ok(())
-    }
-
-    /// The address to pass to `send_to` for a peer address: v4-mapped on a dual-stack socket.
-    pub(crate) fn target(dual_stack: bool, addr: SocketAddr) -> SocketAddr {
-        match addr {
-            SocketAddr::V4(v4) if dual_stack => {
-                SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port())
-            }
-            _ => addr,
-        }
-    }
-
-    /// Whether the socket is dual-stack IPv6.
-    pub(crate) fn dual_stack(&self) -> bool {
-        self.dual_stack
-    }
-}
-
-/// Sends one datagram; "would block" and unreachable-network errors are drops, not failures.
-pub(crate) fn send(
-    socket: &UdpSocket,
-    dual_stack: bool,
-    to: SocketAddr,
-    payload: &[u8],
-) -> io::Result<bool> {
-    match socket.send_to(payload, WgSocket::target(dual_stack, to)) {
-        Ok(_) => Ok(true),
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock
-                    | io::ErrorKind::HostUnreachable
-                    | io::ErrorKind::NetworkUnreachable
-                    | io::ErrorKind::ConnectionRefused
-                    | io::ErrorKind::AddrNotAvailable
-                    | io::ErrorKind::PermissionDenied
-            ) =>
-        {
-            Ok(false)
-        }
-        // EMSGSIZE and friends: drop this datagram, keep running.
-        Err(e) if e.raw_os_error().is_some() => Ok(false),
-        Err(e) => Err(e),
     }
 }

@@ -322,8 +322,9 @@ impl RxPath {
                 self.stats.rx_datagrams += 1;
                 let here = offset;
                 offset += datagram.len();
-                if classify(datagram) != PacketKind::WireGuard {
-                    hook.on_datagram(classify(datagram), from, datagram);
+                let kind = classify(datagram);
+                if kind != PacketKind::WireGuard {
+                    hook.on_datagram(kind, from, datagram);
                     continue;
                 }
                 if let Decapsulated::Packet { start, len, .. } =

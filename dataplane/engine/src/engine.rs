@@ -16,27 +16,20 @@
 //! [`ControlHook`] instead of WireGuard; the default hook counts and drops them until the mesh
 //! agent installs its own.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
-use weft_sys::{Offloads, SysError, Transmit, Tun, TunOptions, UdpBatch, UdpFeatures, Waker};
+use weft_sys::{Offloads, SysError, Tun, TunOptions, UdpFeatures, Waker};
 use weft_wg::demux::PacketKind;
-use weft_wg::{Device, Endpoint};
+use weft_wg::Device;
 
 use crate::apply;
-use crate::fastpath::{RxPath, TxPath};
+use crate::shard::{Shard, ShardIo, SysIo};
 use crate::socket::WgSocket;
 use crate::uapi::{Request, UapiError, UapiHandle, UapiServer, UapiServerError};
 
-/// Packets read from the TUN per loop iteration before looking at the other sources.
-const BATCH: usize = 64;
-/// Receive batches (of up to 64 messages) per loop iteration: 256 datagrams or more, much more
-/// than the core's handshake budget, so that the socket is drained quickly under a flood (see
-/// `weft_wg::device::HANDSHAKES_PER_TIMEOUT`).
-const UDP_BATCHES: usize = 4;
 /// The loop wakes at least this often even with nothing to do (a safety net for lost wakeups).
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
@@ -120,7 +113,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     stop: AtomicBool,
-    waker: Waker,
+    waker: Arc<Waker>,
 }
 
 impl Shared {
@@ -146,19 +139,15 @@ impl Stopper {
 /// A started device. [`Engine::run`] runs its event loop.
 pub struct Engine {
     shared: Arc<Shared>,
-    tun: Tun,
-    offloads: Offloads,
-    udp_features: UdpFeatures,
-    mtu: usize,
+    io: SysIo,
+    shard: Shard,
+    ifname: String,
     uapi: Option<UapiHandle>,
-    hook: Box<dyn ControlHook>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("tun", &self.tun.name())
-            .finish()
+        f.debug_struct("Engine").field("tun", &self.ifname).finish()
     }
 }
 
@@ -200,6 +189,20 @@ impl Engine {
         };
         tun.set_mtu(config.mtu).map_err(EngineError::Tun)?;
         let socket = WgSocket::bind(0, 0).map_err(EngineError::Socket)?;
+        let waker = Arc::new(Waker::new().map_err(EngineError::Poll)?);
+        let ifname = tun.name().to_owned();
+        let vnet = !offloads.is_empty();
+        let uso = offloads.contains(Offloads::USO4 | Offloads::USO6);
+        let shard = Shard::new(
+            &ifname,
+            vnet,
+            uso,
+            config.mtu as usize,
+            Box::new(DropHook::default()),
+        )
+        .map_err(EngineError::Socket)?;
+        let io = SysIo::new(tun, socket.shared(), config.udp, Arc::clone(&waker))
+            .map_err(EngineError::Socket)?;
         let mut seed = [0u8; 32];
         getrandom::getrandom(&mut seed).map_err(|e| EngineError::Random(e.to_string()))?;
         let mut device = Device::new(seed, clock(), unix_now());
@@ -211,10 +214,10 @@ impl Engine {
                 generation: 0,
             }),
             stop: AtomicBool::new(false),
-            waker: Waker::new().map_err(EngineError::Poll)?,
+            waker,
         });
         let uapi = if config.uapi {
-            let server = UapiServer::bind(tun.name()).map_err(EngineError::Uapi)?;
+            let server = UapiServer::bind(&ifname).map_err(EngineError::Uapi)?;
             let handler_shared = Arc::clone(&shared);
             Some(
                 server
@@ -225,7 +228,7 @@ impl Engine {
             None
         };
         tracing::info!(
-            interface = tun.name(),
+            interface = ifname,
             mtu = config.mtu,
             ?offloads,
             udp = ?config.udp,
@@ -233,18 +236,16 @@ impl Engine {
         );
         Ok(Self {
             shared,
-            tun,
-            offloads,
-            udp_features: config.udp,
-            mtu: config.mtu as usize,
+            io,
+            shard,
+            ifname,
             uapi,
-            hook: Box::new(DropHook::default()),
         })
     }
 
     /// The interface name the kernel gave the TUN.
     pub fn ifname(&self) -> &str {
-        self.tun.name()
+        &self.ifname
     }
 
     /// A handle that stops [`Engine::run`].
@@ -254,7 +255,7 @@ impl Engine {
 
     /// Replaces the handler of STUN and disco datagrams.
     pub fn set_control_hook(&mut self, hook: Box<dyn ControlHook>) {
-        self.hook = hook;
+        self.shard.set_hook(hook);
     }
 
     /// Applies a UAPI request directly (what a UAPI client would send), for embedding.
@@ -278,30 +279,20 @@ impl Engine {
     }
 
     fn event_loop(&mut self) -> Result<(), EngineError> {
-        let vnet = !self.offloads.is_empty();
-        let uso = self.offloads.contains(Offloads::USO4 | Offloads::USO6);
-        let mut tx = TxPath::new(vnet, self.mtu);
-        let mut rx = RxPath::new(vnet, uso).map_err(EngineError::Socket)?;
-        let (mut sock, mut generation) = {
-            let st = self.shared.lock();
-            (st.socket.shared(), st.generation)
-        };
-        let mut udp = self.batch_for(&sock)?;
-        let mut ready = [false; 3];
-        let mut under_load = false;
+        let mut generation = self.shared.lock().generation;
         loop {
             if self.shared.stop.load(Ordering::SeqCst) {
-                tracing::info!(interface = self.tun.name(), tx = ?tx.stats, rx = ?rx.stats, "stopping");
+                let (tx, rx) = self.shard.stats();
+                tracing::info!(interface = self.ifname, ?tx, ?rx, "stopping");
                 return Ok(());
             }
             let deadline = {
                 let st = self.shared.lock();
                 if st.generation != generation {
                     generation = st.generation;
-                    if !Arc::ptr_eq(&sock, &st.socket.shared()) {
-                        sock = st.socket.shared();
-                        udp = self.batch_for(&sock)?;
-                    }
+                    self.io
+                        .use_socket(st.socket.shared())
+                        .map_err(EngineError::Socket)?;
                 }
                 st.device.poll_timeout()
             };
@@ -309,99 +300,18 @@ impl Engine {
                 .map(|t| t.saturating_duration_since(clock()))
                 .unwrap_or(MAX_WAIT)
                 .min(MAX_WAIT);
-            {
-                let fds = [self.tun.as_fd(), sock.as_fd(), self.shared.waker.as_fd()];
-                weft_sys::poll_readable(&fds, Some(wait), &mut ready).map_err(EngineError::Poll)?;
-            }
-            if ready[2] {
-                let _ = self.shared.waker.drain();
-            }
+            let ready = self.io.wait(wait).map_err(EngineError::Poll)?;
             let now = clock();
             let shared = Arc::clone(&self.shared);
             let mut st = shared.lock();
-            if ready[0] {
-                for _ in 0..BATCH {
-                    let n = match tx.read(&self.tun) {
-                        Ok(Some(n)) => n,
-                        Ok(None) => break,
-                        Err(SysError::InterfaceGone { .. }) => return self.gone(),
-                        Err(e) => return Err(EngineError::Tun(e)),
-                    };
-                    tx.send_frame(&mut st.device, now, n, &udp, sock.as_fd());
+            match self.shard.turn(&mut self.io, &mut st.device, now, ready) {
+                Ok(()) => {}
+                Err(SysError::InterfaceGone { .. }) => {
+                    tracing::info!(interface = self.ifname, "interface removed; stopping");
+                    return Ok(());
                 }
+                Err(e) => return Err(EngineError::Tun(e)),
             }
-            if ready[1] {
-                for _ in 0..UDP_BATCHES {
-                    match rx.receive(
-                        &mut st.device,
-                        now,
-                        &udp,
-                        sock.as_fd(),
-                        &self.tun,
-                        &mut *self.hook,
-                    ) {
-                        Ok(0) => break,
-                        Ok(_) => {}
-                        Err(SysError::InterfaceGone { .. }) => return self.gone(),
-                        Err(e) => return Err(EngineError::Tun(e)),
-                    }
-                }
-            }
-            if st.device.poll_timeout().is_some_and(|t| t <= now) {
-                st.device.handle_timeout(now);
-            }
-            self.log_load_change(&st.device, now, &mut under_load);
-            // Handshakes, cookie replies, keepalives and flushed packets: the same batched
-            // sender as the data path (it maps IPv4 destinations on a dual-stack socket).
-            while let Some(t) = st.device.poll_transmit() {
-                if let Endpoint::Udp(dst) = t.endpoint {
-                    let one = [Transmit {
-                        dst,
-                        contents: &t.payload,
-                        segment_size: None,
-                    }];
-                    if let Err(e) = udp.send_batch(sock.as_fd(), &one) {
-                        tracing::debug!(error = %e, "send failed");
-                    }
-                }
-            }
-        }
-    }
-
-    fn gone(&self) -> Result<(), EngineError> {
-        tracing::info!(interface = self.tun.name(), "interface removed; stopping");
-        Ok(())
-    }
-
-    /// The batching state for a (new) socket: GRO is a socket option, so it is set here.
-    fn batch_for(&self, sock: &UdpSocket) -> Result<UdpBatch, EngineError> {
-        let mut features = self.udp_features;
-        if features.gro && weft_sys::enable_gro(sock).is_err() {
-            features.gro = false;
-        }
-        UdpBatch::new(sock, features).map_err(EngineError::Socket)
-    }
-
-    fn log_load_change(&self, device: &Device, now: Instant, under_load: &mut bool) {
-        let loaded = device.is_under_load(now);
-        if loaded == *under_load {
-            return;
-        }
-        *under_load = loaded;
-        let stats = device.stats();
-        if loaded {
-            tracing::warn!(
-                interface = self.tun.name(),
-                "handshake queue backed up: under load, demanding cookies"
-            );
-        } else {
-            tracing::info!(
-                interface = self.tun.name(),
-                cookie_replies = stats.tx_cookie_replies,
-                rate_limited = stats.rx_rate_limited,
-                queue_full = stats.rx_handshake_queue_full,
-                "handshake load back to normal"
-            );
         }
     }
 }

@@ -17,17 +17,17 @@
 //! the same paths with smaller batches, which is why the interop tests cover both.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::time::Instant;
 
 use weft_packet::{Coalesced, GroTable, SuperPacket, VirtioNetHdr, VNET_HDR_LEN};
-use weft_sys::{RecvBatch, SysError, Transmit, Tun, UdpBatch, WriteOutcome};
+use weft_sys::{RecvBatch, SysError, Transmit, WriteOutcome};
 use weft_wg::demux::{classify, PacketKind};
 use weft_wg::messages::TRANSPORT_HEADER_LEN;
 use weft_wg::{buffer_len_for, Decapsulated, Device, Encapsulated, Endpoint};
 
 use crate::apply::normalize;
 use crate::engine::ControlHook;
+use crate::shard::ShardIo;
 
 /// Largest IP packet.
 const MAX_IP: usize = 65535;
@@ -95,8 +95,8 @@ impl TxPath {
     }
 
     /// Reads one frame from the TUN into the frame buffer. `Ok(None)` when the TUN is empty.
-    pub(crate) fn read(&mut self, tun: &Tun) -> Result<Option<usize>, SysError> {
-        tun.read(&mut self.frame)
+    pub(crate) fn read(&mut self, io: &mut impl ShardIo) -> Result<Option<usize>, SysError> {
+        io.tun_read(&mut self.frame)
     }
 
     /// Splits, encrypts and sends the frame of `len` bytes just read.
@@ -105,8 +105,7 @@ impl TxPath {
         device: &mut Device,
         now: Instant,
         len: usize,
-        udp: &UdpBatch,
-        sock: impl AsFd + Copy,
+        io: &mut impl ShardIo,
     ) {
         let Self {
             frame,
@@ -139,7 +138,7 @@ impl TxPath {
                 r.closed || r.count >= MAX_GSO_SEGMENTS || cursor + need > MAX_GSO_PAYLOAD
             });
             if full {
-                flush(out, stats, run.take(), cursor, udp, sock);
+                flush(out, stats, run.take(), cursor, io);
                 cursor = 0;
             }
             let Some(slot) = out.get_mut(cursor..cursor + need) else {
@@ -172,7 +171,7 @@ impl TxPath {
                 Some(_) => {
                     // Another peer or a bigger message: send what came before, then move this
                     // message to the front of the buffer.
-                    flush(out, stats, run.take(), cursor, udp, sock);
+                    flush(out, stats, run.take(), cursor, io);
                     out.copy_within(cursor..cursor + len, 0);
                     cursor = len;
                     run = Some(Run {
@@ -193,21 +192,14 @@ impl TxPath {
                 }
             }
         }
-        flush(out, stats, run, cursor, udp, sock);
+        flush(out, stats, run, cursor, io);
     }
 }
 
 /// Sends the run in `out[..len]`: one GSO send, or datagram by datagram when the path MTU
 /// refuses the segment size (the kernel then fragments each datagram, as wireguard-go's sends
 /// are fragmented).
-fn flush(
-    out: &[u8],
-    stats: &mut PathStats,
-    run: Option<Run>,
-    len: usize,
-    udp: &UdpBatch,
-    sock: impl AsFd + Copy,
-) {
+fn flush(out: &[u8], stats: &mut PathStats, run: Option<Run>, len: usize, io: &mut impl ShardIo) {
     {
         let Some(run) = run else { return };
         let Some(contents) = out.get(..len) else {
@@ -222,7 +214,7 @@ fn flush(
             contents,
             segment_size,
         }];
-        match udp.send_batch(sock, &gso) {
+        match io.udp_send(&gso) {
             Ok(_) => {}
             Err(SysError::Io { source, .. })
                 if segment_size.is_some() && source.raw_os_error() == Some(libc::EMSGSIZE) =>
@@ -241,7 +233,7 @@ fn flush(
                 let mut sent = 0;
                 // Bounded: each round sends at least one datagram or stops.
                 for _ in 0..n {
-                    match udp.send_batch(sock, singles.get(sent..n).unwrap_or_default()) {
+                    match io.udp_send(singles.get(sent..n).unwrap_or_default()) {
                         Ok(k) if k > 0 && sent + k < n => sent += k,
                         Ok(_) | Err(_) => break,
                     }
@@ -287,12 +279,10 @@ impl RxPath {
         &mut self,
         device: &mut Device,
         now: Instant,
-        udp: &UdpBatch,
-        sock: impl AsFd,
-        tun: &Tun,
+        io: &mut impl ShardIo,
         hook: &mut dyn ControlHook,
     ) -> Result<usize, SysError> {
-        let n = match udp.recv_batch(sock, &mut self.batch) {
+        let n = match io.udp_recv(&mut self.batch) {
             Ok(n) => n,
             Err(e) => {
                 tracing::debug!(error = %e, "receive failed");
@@ -340,12 +330,12 @@ impl RxPath {
                 }
             }
         }
-        self.deliver(tun)?;
+        self.deliver(io)?;
         Ok(n)
     }
 
     /// Writes the decrypted packets of the batch to the TUN, coalesced where allowed.
-    fn deliver(&mut self, tun: &Tun) -> Result<(), SysError> {
+    fn deliver(&mut self, io: &mut impl ShardIo) -> Result<(), SysError> {
         let Self {
             batch,
             decrypted,
@@ -362,12 +352,19 @@ impl RxPath {
         };
         let Some(gro) = gro.as_mut() else {
             for d in decrypted.iter() {
-                write(tun, packet(d), stats)?;
+                write(io, packet(d), stats)?;
             }
             return Ok(());
         };
         let mut gone = None;
-        for chunk in decrypted.chunks(GRO_CHUNK) {
+        let mut rest = decrypted.as_slice();
+        // Bounded: every round consumes at least one packet.
+        for _ in 0..decrypted.len() {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at(message_aligned_chunk(rest, GRO_CHUNK));
+            rest = tail;
             let mut refs: [&[u8]; GRO_CHUNK] = [&[]; GRO_CHUNK];
             for (r, d) in refs.iter_mut().zip(chunk) {
                 *r = packet(d);
@@ -378,8 +375,8 @@ impl RxPath {
                     return;
                 }
                 let result = match frame {
-                    Coalesced::Merged { frame, .. } => write(tun, frame, stats),
-                    Coalesced::Single { packet, .. } => write_single(tun, packet, single, stats),
+                    Coalesced::Merged { frame, .. } => write(io, frame, stats),
+                    Coalesced::Single { packet, .. } => write_single(io, packet, single, stats),
                 };
                 if let Err(e) = result {
                     gone = Some(e);
@@ -390,9 +387,26 @@ impl RxPath {
     }
 }
 
-fn write(tun: &Tun, frame: &[u8], stats: &mut PathStats) -> Result<(), SysError> {
+/// How many of `packets` (at least one) to coalesce in one pass of at most `max`: the pass
+/// ends at a message boundary whenever one exists, so that the segments of one GRO message
+/// (at most 64, one flow's run) are never written as two super-packets.
+fn message_aligned_chunk(packets: &[Decrypted], max: usize) -> usize {
+    let end = max.min(packets.len());
+    let Some(&(next_slot, _, _)) = packets.get(end) else {
+        return end;
+    };
+    let split = packets
+        .get(..end)
+        .unwrap_or_default()
+        .iter()
+        .rposition(|&(slot, _, _)| slot != next_slot)
+        .map_or(end, |i| i + 1);
+    split.max(1)
+}
+
+fn write(io: &mut impl ShardIo, frame: &[u8], stats: &mut PathStats) -> Result<(), SysError> {
     stats.tun_writes += 1;
-    match tun.write(frame)? {
+    match io.tun_write(frame)? {
         WriteOutcome::Written => {}
         _ => stats.tun_write_drops += 1,
     }
@@ -401,7 +415,7 @@ fn write(tun: &Tun, frame: &[u8], stats: &mut PathStats) -> Result<(), SysError>
 
 /// Writes an unmerged packet behind an empty virtio-net header, built in `frame`.
 fn write_single(
-    tun: &Tun,
+    io: &mut impl ShardIo,
     packet: &[u8],
     frame: &mut [u8],
     stats: &mut PathStats,
@@ -414,5 +428,41 @@ fn write_single(
     let (hdr, body) = frame.split_at_mut(VNET_HDR_LEN);
     hdr.copy_from_slice(&VirtioNetHdr::NONE.to_bytes());
     body.copy_from_slice(packet);
-    write(tun, frame, stats)
+    write(io, frame, stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn packets(slots: &[(u16, usize)]) -> Vec<Decrypted> {
+        slots
+            .iter()
+            .flat_map(|&(slot, n)| (0..n).map(move |i| (slot, i as u32 * 100, 100)))
+            .collect()
+    }
+
+    #[test]
+    fn chunks_end_at_message_boundaries() {
+        // 45 + 45 + 45 with room for 100: the third message waits for the next pass.
+        assert_eq!(
+            message_aligned_chunk(&packets(&[(0, 45), (1, 45), (2, 45)]), 100),
+            90
+        );
+        // Everything fits.
+        assert_eq!(
+            message_aligned_chunk(&packets(&[(0, 45), (1, 45)]), 100),
+            90
+        );
+        // Exactly at a boundary.
+        assert_eq!(
+            message_aligned_chunk(&packets(&[(0, 50), (1, 50), (2, 1)]), 100),
+            100
+        );
+        // One message longer than a pass is cut (cannot happen with 64-segment GRO and a
+        // 256-packet pass, but the chunk must still make progress).
+        assert_eq!(message_aligned_chunk(&packets(&[(0, 300)]), 256), 256);
+        assert_eq!(message_aligned_chunk(&packets(&[(0, 1)]), 256), 1);
+        assert_eq!(message_aligned_chunk(&[], 256), 0);
+    }
 }

@@ -18,7 +18,14 @@
 mod apply;
 pub mod engine;
 mod fastpath;
+mod shard;
 mod socket;
 pub mod uapi;
+
+/// In-memory I/O for whole-loop tests and simulations. Hidden: not part of the API contract.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::shard::mem::{MemIo, ShardPair, TunCounts};
+}
 
 pub use engine::{ControlHook, DropHook, Engine, EngineConfig, EngineError, Stopper};

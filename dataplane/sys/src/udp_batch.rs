@@ -196,6 +196,37 @@ impl RecvBatch {
     pub fn iter(&self) -> impl Iterator<Item = (&RecvMeta, &[u8])> + '_ {
         (0..self.len()).filter_map(|i| self.get(i))
     }
+
+    /// Forgets the messages of the last call; the next [`RecvBatch::push`] fills slot 0.
+    pub fn clear(&mut self) {
+        self.received.clear();
+    }
+
+    /// Appends a message as if the kernel had delivered it, for in-memory I/O (simulations,
+    /// tests of a whole event loop without sockets): copies `payload` into the next free slot.
+    /// `stride` is the GRO segment size (`payload.len()` for a single datagram). Returns
+    /// `false`, changing nothing, when every slot is taken or `payload` is longer than a buffer.
+    pub fn push(&mut self, addr: SocketAddr, stride: usize, payload: &[u8]) -> bool {
+        let slot = self.received.len();
+        if slot >= self.capacity() || payload.len() > self.buf_len {
+            return false;
+        }
+        let start = slot * self.buf_len;
+        let Some(buf) = self.bufs.get_mut(start..start + payload.len()) else {
+            return false;
+        };
+        buf.copy_from_slice(payload);
+        self.received.push((
+            slot,
+            RecvMeta {
+                addr,
+                len: payload.len(),
+                stride,
+                truncated: false,
+            },
+        ));
+        true
+    }
 }
 
 /// Batched UDP send and receive on one socket, remembering what the kernel supports.

@@ -1,0 +1,165 @@
+//! One shard's loop body, written once over an I/O seam so that the same code runs on the
+//! kernel ([`SysIo`]: TUN, UDP socket, `ppoll`) and in memory ([`mem::MemIo`]: the whole loop
+//! under a counting allocator, a million packets, no sockets).
+//!
+//! Why a trait and not a struct of descriptors: the loop's correctness and its "no allocation
+//! per packet" property must be checked without a kernel, and the io_uring driver is a second
+//! kernel backend behind the same seam. The trait is readiness-shaped (wait, then pull until
+//! empty) because that is what the fast paths need: a TUN frame is read into the transmit
+//! path's own buffer, and a receive batch lands in the receive path's preallocated
+//! [`RecvBatch`], where it is decrypted in place.
+
+pub(crate) mod mem;
+mod sys;
+
+use std::time::{Duration, Instant};
+
+use weft_sys::{RecvBatch, SysError, Transmit, WriteOutcome};
+use weft_wg::{Device, Endpoint};
+
+use crate::engine::ControlHook;
+use crate::fastpath::{PathStats, RxPath, TxPath};
+
+pub(crate) use sys::SysIo;
+
+/// TUN frames read per turn before looking at the other sources.
+const TUN_BATCH: usize = 64;
+/// Receive batches (of up to 64 messages) per turn: 256 datagrams or more, much more than the
+/// core's handshake budget, so that the socket is drained quickly under a flood (see
+/// `weft_wg::device::HANDSHAKES_PER_TIMEOUT`).
+const UDP_BATCHES: usize = 4;
+
+/// Which sources have something to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Ready {
+    /// The TUN has frames.
+    pub(crate) tun: bool,
+    /// The UDP socket has datagrams.
+    pub(crate) udp: bool,
+    /// Someone (the UAPI, a stop request) woke the loop.
+    pub(crate) woken: bool,
+}
+
+/// What a shard needs from the outside world. Every call is non-blocking except
+/// [`ShardIo::wait`].
+pub(crate) trait ShardIo {
+    /// Waits until a source is readable or `timeout` passes.
+    fn wait(&mut self, timeout: Duration) -> Result<Ready, SysError>;
+    /// Reads one TUN frame into `buf`; `Ok(None)` when there is none.
+    fn tun_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, SysError>;
+    /// Writes one frame to the TUN.
+    fn tun_write(&mut self, frame: &[u8]) -> Result<WriteOutcome, SysError>;
+    /// Receives a batch into `batch`; returns how many messages (0: nothing queued).
+    fn udp_recv(&mut self, batch: &mut RecvBatch) -> Result<usize, SysError>;
+    /// Sends `transmits` in order; returns how many went out (see `UdpBatch::send_batch`).
+    fn udp_send(&mut self, transmits: &[Transmit<'_>]) -> Result<usize, SysError>;
+}
+
+/// The per-shard state that is not the core: packet buffers, the control hook, counters.
+pub(crate) struct Shard {
+    tx: TxPath,
+    rx: RxPath,
+    hook: Box<dyn ControlHook>,
+    under_load: bool,
+    name: String,
+}
+
+impl Shard {
+    /// `vnet`: the TUN carries virtio-net headers; `uso`: it accepted UDP segmentation
+    /// offload (so UDP flows may be coalesced on write).
+    pub(crate) fn new(
+        name: &str,
+        vnet: bool,
+        uso: bool,
+        mtu: usize,
+        hook: Box<dyn ControlHook>,
+    ) -> Result<Self, SysError> {
+        Ok(Self {
+            tx: TxPath::new(vnet, mtu),
+            rx: RxPath::new(vnet, uso)?,
+            hook,
+            under_load: false,
+            name: name.to_owned(),
+        })
+    }
+
+    /// Replaces the handler of STUN and disco datagrams.
+    pub(crate) fn set_hook(&mut self, hook: Box<dyn ControlHook>) {
+        self.hook = hook;
+    }
+
+    /// Counters of the transmit and receive paths.
+    pub(crate) fn stats(&self) -> (PathStats, PathStats) {
+        (self.tx.stats, self.rx.stats)
+    }
+
+    /// One turn of the loop after [`ShardIo::wait`] said `ready`: drains the TUN (up to
+    /// [`TUN_BATCH`] frames) and the socket (up to [`UDP_BATCHES`] batches) through the core,
+    /// runs due timers and sends what the core queued.
+    ///
+    /// # Errors
+    /// A TUN error (`SysError::InterfaceGone` when the interface was deleted).
+    pub(crate) fn turn(
+        &mut self,
+        io: &mut impl ShardIo,
+        device: &mut Device,
+        now: Instant,
+        ready: Ready,
+    ) -> Result<(), SysError> {
+        if ready.tun {
+            for _ in 0..TUN_BATCH {
+                let Some(n) = self.tx.read(io)? else { break };
+                self.tx.send_frame(device, now, n, io);
+            }
+        }
+        if ready.udp {
+            for _ in 0..UDP_BATCHES {
+                if self.rx.receive(device, now, io, &mut *self.hook)? == 0 {
+                    break;
+                }
+            }
+        }
+        if device.poll_timeout().is_some_and(|t| t <= now) {
+            device.handle_timeout(now);
+        }
+        self.log_load_change(device, now);
+        // Handshakes, cookie replies, keepalives and flushed packets: the same batched sender
+        // as the data path (it maps IPv4 destinations on a dual-stack socket).
+        while let Some(t) = device.poll_transmit() {
+            if let Endpoint::Udp(dst) = t.endpoint {
+                let one = [Transmit {
+                    dst,
+                    contents: &t.payload,
+                    segment_size: None,
+                }];
+                if let Err(e) = io.udp_send(&one) {
+                    tracing::debug!(error = %e, "send failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn log_load_change(&mut self, device: &Device, now: Instant) {
+        let loaded = device.is_under_load(now);
+        if loaded == self.under_load {
+            return;
+        }
+        self.under_load = loaded;
+        let stats = device.stats();
+        if loaded {
+            tracing::warn!(
+                interface = self.name,
+                "handshake queue backed up: under load, demanding cookies"
+            );
+        } else {
+            tracing::info!(
+                interface = self.name,
+                cookie_replies = stats.tx_cookie_replies,
+                rate_limited = stats.rx_rate_limited,
+                queue_full = stats.rx_handshake_queue_full,
+                "handshake load back to normal"
+            );
+        }
+    }
+}

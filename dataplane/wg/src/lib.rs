@@ -44,7 +44,7 @@ pub mod timers;
 
 use std::net::SocketAddr;
 
-pub use device::{Decapsulated, Device, Encapsulated, PeerInfo, Transmit};
+pub use device::{Decapsulated, Device, Encapsulated, ForeignInitiation, PeerInfo, Transmit};
 pub use handshake::HandshakeError;
 pub use peer::PeerId;
 pub use stats::{DeviceStats, RxDrop, TxDrop};

@@ -97,6 +97,9 @@ pub struct DeviceStats {
     pub rx_responses: u64,
     /// Cookie replies accepted.
     pub rx_cookie_replies: u64,
+    /// Initiations from a key this partition does not hold, handed out to the partition that
+    /// may (see `Device::set_index_partition`).
+    pub rx_foreign_initiations: u64,
 }
 
 impl DeviceStats {

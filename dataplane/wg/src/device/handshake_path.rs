@@ -109,7 +109,7 @@ impl Device {
         if let Some(old) = peer.initiator.take() {
             self.indices.remove(&old.local_index);
         }
-        let idx = alloc_index(&mut self.indices, &mut self.rng, id);
+        let idx = alloc_index(&mut self.indices, &mut self.rng, self.partition, id);
         let mut eph = [0u8; 32];
         self.rng.fill_bytes(&mut eph);
         let (base, unix) = self.clock_base;
@@ -150,11 +150,11 @@ impl Device {
         now: Instant,
         from: Endpoint,
         bytes: &[u8],
-    ) -> Result<(), RxDrop> {
+    ) -> Result<(), Rejected> {
         match Message::parse(bytes) {
             Ok(Message::Initiation(m)) => self.process_initiation(now, from, &m),
-            Ok(Message::Response(m)) => self.process_response(now, from, &m),
-            _ => Err(RxDrop::Malformed),
+            Ok(Message::Response(m)) => Ok(self.process_response(now, from, &m)?),
+            _ => Err(Rejected::Drop(RxDrop::Malformed)),
         }
     }
 
@@ -163,24 +163,27 @@ impl Device {
         now: Instant,
         from: Endpoint,
         msg: &crate::messages::Initiation<'_>,
-    ) -> Result<(), RxDrop> {
+    ) -> Result<(), Rejected> {
         let identity = self.identity.as_ref().ok_or(RxDrop::NoPrivateKey)?;
         let half = handshake::consume_initiation_begin(identity, msg).map_err(RxDrop::from)?;
-        let id = *self
-            .by_key
-            .get(&half.initiator)
-            .ok_or(RxDrop::UnknownPeer)?;
+        let Some(&id) = self.by_key.get(&half.initiator) else {
+            return Err(if self.partition.is_some() {
+                Rejected::Foreign(half.initiator)
+            } else {
+                Rejected::Drop(RxDrop::UnknownPeer)
+            });
+        };
         let peer = self.peers.get_mut(&id).ok_or(RxDrop::UnknownPeer)?;
         let ss = peer.static_static.as_ref().ok_or(RxDrop::UnknownPeer)?;
         let consumed = handshake::consume_initiation_finish(half, ss).map_err(RxDrop::from)?;
         if consumed.timestamp <= peer.last_timestamp {
-            return Err(RxDrop::from(HandshakeError::ReplayedTimestamp));
+            return Err(RxDrop::from(HandshakeError::ReplayedTimestamp).into());
         }
         if peer
             .last_initiation_consumed
             .is_some_and(|t| now.saturating_duration_since(t) <= HANDSHAKE_INITIATION_RATE)
         {
-            return Err(RxDrop::from(HandshakeError::Flood));
+            return Err(RxDrop::from(HandshakeError::Flood).into());
         }
         peer.last_timestamp = consumed.timestamp;
         peer.last_initiation_consumed = Some(now);
@@ -198,7 +201,7 @@ impl Device {
         peer.timers.authenticated_traversal(now);
 
         let remote_index = consumed.remote_index;
-        let idx = alloc_index(&mut self.indices, &mut self.rng, id);
+        let idx = alloc_index(&mut self.indices, &mut self.rng, self.partition, id);
         let mut eph = [0u8; 32];
         self.rng.fill_bytes(&mut eph);
         let mut out = [0u8; RESPONSE_LEN];
@@ -208,7 +211,7 @@ impl Device {
                 Ok(k) => k,
                 Err(e) => {
                     self.indices.remove(&idx);
-                    return Err(RxDrop::from(e));
+                    return Err(RxDrop::from(e).into());
                 }
             };
         peer.cookie.add_macs(&mut out, now);
@@ -263,6 +266,21 @@ impl Device {
             self.send_keepalive(id, now);
         }
         Ok(())
+    }
+}
+
+/// Why a queued handshake was not consumed.
+#[derive(Debug)]
+pub(super) enum Rejected {
+    /// Dropped and to be counted.
+    Drop(RxDrop),
+    /// An initiation from a key another partition may hold.
+    Foreign(weft_keys::PublicKey),
+}
+
+impl From<RxDrop> for Rejected {
+    fn from(why: RxDrop) -> Self {
+        Rejected::Drop(why)
     }
 }
 

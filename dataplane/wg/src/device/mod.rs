@@ -138,6 +138,26 @@ pub struct PeerInfo {
     pub allowed_ips: Vec<(IpAddr, u8)>,
 }
 
+/// An initiation from a public key that this device does not hold, received by a partitioned
+/// device (see [`Device::set_index_partition`]): the shell hands it to the partition that
+/// holds the peer, which consumes it with [`Device::accept_forwarded`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignInitiation {
+    /// The initiator's static key, revealed by decrypting the initiation.
+    pub initiator: PublicKey,
+    /// Where it came from.
+    pub from: Endpoint,
+    /// The whole initiation message, as received.
+    pub datagram: Vec<u8>,
+}
+
+/// Which receiver indices a partitioned device allocates: those with `index % parts == part`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Partition {
+    part: u32,
+    parts: u32,
+}
+
 #[derive(Debug)]
 struct QueuedHandshake {
     from: Endpoint,
@@ -162,15 +182,29 @@ pub struct Device {
     transmits: VecDeque<Transmit>,
     stats: DeviceStats,
     mtu: usize,
+    partition: Option<Partition>,
+    foreign: VecDeque<ForeignInitiation>,
 }
 
 fn jitter(rng: &mut ChaCha20Rng) -> Duration {
     Duration::from_millis(u64::from(rng.next_u32()) % REKEY_TIMEOUT_JITTER_MAX_MS)
 }
 
-fn alloc_index(indices: &mut BTreeMap<u32, PeerId>, rng: &mut ChaCha20Rng, id: PeerId) -> u32 {
+fn alloc_index(
+    indices: &mut BTreeMap<u32, PeerId>,
+    rng: &mut ChaCha20Rng,
+    partition: Option<Partition>,
+    id: PeerId,
+) -> u32 {
     loop {
-        let idx = rng.next_u32();
+        let mut idx = rng.next_u32();
+        if let Some(Partition { part, parts }) = partition {
+            // The same random draw moved into this partition's residue class.
+            let Some(moved) = (idx - idx % parts).checked_add(part) else {
+                continue;
+            };
+            idx = moved;
+        }
         if let std::collections::btree_map::Entry::Vacant(e) = indices.entry(idx) {
             e.insert(id);
             return idx;
@@ -206,7 +240,50 @@ impl Device {
             transmits: VecDeque::new(),
             stats: DeviceStats::default(),
             mtu: DEFAULT_MTU,
+            partition: None,
+            foreign: VecDeque::new(),
         }
+    }
+
+    /// Makes this device one of `parts` partitions of a sharded device, each holding some of
+    /// the peers: it allocates only receiver indices with `index % parts == part` (so that the
+    /// shell can steer a transport packet to its partition by the index alone), and an
+    /// initiation from a key it does not hold is not dropped but handed out through
+    /// [`Device::poll_foreign`]. Call it before adding peers; `parts == 1` (or `part >= parts`)
+    /// turns partitioning off.
+    pub fn set_index_partition(&mut self, part: u32, parts: u32) {
+        self.partition = (parts > 1 && part < parts).then_some(Partition { part, parts });
+    }
+
+    /// The next initiation from a peer this partition does not hold (see
+    /// [`Device::set_index_partition`]).
+    pub fn poll_foreign(&mut self) -> Option<ForeignInitiation> {
+        self.foreign.pop_front()
+    }
+
+    /// Queues an initiation that another partition received and whose MACs (and, under load,
+    /// cookie) it already checked; it is consumed at the next [`Device::handle_timeout`].
+    /// Returns `false` if the handshake queue is full (counted) or it is not an initiation.
+    pub fn accept_forwarded(&mut self, from: Endpoint, datagram: Vec<u8>) -> bool {
+        if !matches!(Message::parse(&datagram), Ok(Message::Initiation(_))) {
+            self.stats.count_rx(RxDrop::Malformed);
+            return false;
+        }
+        if self.queue.len() >= MAX_QUEUED_HANDSHAKES {
+            self.stats.count_rx(RxDrop::HandshakeQueueFull);
+            return false;
+        }
+        self.queue.push_back(QueuedHandshake {
+            from,
+            bytes: datagram,
+        });
+        true
+    }
+
+    /// Removes the route for exactly `addr/cidr`, whichever peer holds it (a sharded shell
+    /// keeps allowed IPs unique across partitions with this). Returns whether one existed.
+    pub fn unroute(&mut self, addr: IpAddr, cidr: u8) -> bool {
+        self.allowed.remove(addr, cidr).is_some()
     }
 
     fn unix_time(&self, at: Instant) -> Duration {

@@ -3,9 +3,14 @@
 
 use std::time::Instant;
 
-use super::{free_indices, jitter, Device, Transmit, HANDSHAKES_PER_TIMEOUT};
+use super::handshake_path::Rejected;
+use super::{
+    free_indices, jitter, Device, ForeignInitiation, Transmit, HANDSHAKES_PER_TIMEOUT,
+    MAX_QUEUED_HANDSHAKES,
+};
 use crate::messages::TRANSPORT_HEADER_LEN;
 use crate::peer::PeerId;
+use crate::stats::RxDrop;
 use crate::timers::{KEEPALIVE_TIMEOUT, MAX_TIMER_HANDSHAKES, ZERO_KEYS_AFTER};
 
 impl Device {
@@ -15,8 +20,21 @@ impl Device {
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
-            if let Err(why) = self.process_handshake(now, q.from, &q.bytes) {
-                self.stats.count_rx(why);
+            match self.process_handshake(now, q.from, &q.bytes) {
+                Ok(()) => {}
+                Err(Rejected::Drop(why)) => self.stats.count_rx(why),
+                Err(Rejected::Foreign(initiator)) => {
+                    if self.foreign.len() >= MAX_QUEUED_HANDSHAKES {
+                        self.stats.count_rx(RxDrop::HandshakeQueueFull);
+                    } else {
+                        self.stats.rx_foreign_initiations += 1;
+                        self.foreign.push_back(ForeignInitiation {
+                            initiator,
+                            from: q.from,
+                            datagram: q.bytes,
+                        });
+                    }
+                }
             }
         }
         let due: Vec<PeerId> = self

@@ -161,6 +161,22 @@ fn an_unpartitioned_device_drops_unknown_initiators() {
 }
 
 #[test]
+fn a_forwarded_initiation_is_never_handed_out_again() {
+    // Partition 0 of 2 holds nobody; an initiation forwarded to it is dropped as unknown,
+    // so two partitions can never pass one back and forth.
+    let mut s = split(2, 1);
+    let now = s.now;
+    let id = s.i.peer_ids()[0];
+    s.i.initiate_handshake(id, now);
+    let init = s.i.poll_transmit().unwrap().payload;
+    assert!(s.parts[0].accept_forwarded(ep(1, 1), init));
+    s.parts[0].handle_timeout(now);
+    assert!(s.parts[0].poll_foreign().is_none());
+    assert_eq!(s.parts[0].stats().rx_unknown_peer, 1);
+    assert_eq!(s.parts[0].stats().rx_foreign_initiations, 0);
+}
+
+#[test]
 fn only_initiations_are_accepted_as_forwarded() {
     let mut s = split(2, 0);
     assert!(!s.parts[0].accept_forwarded(ep(1, 1), vec![4, 0, 0, 0, 1, 2, 3, 4]));

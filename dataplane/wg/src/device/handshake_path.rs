@@ -78,6 +78,7 @@ impl Device {
         self.queue.push_back(QueuedHandshake {
             from,
             bytes: bytes.to_vec(),
+            forwarded: false,
         });
         Decapsulated::Handshake
     }
@@ -150,9 +151,10 @@ impl Device {
         now: Instant,
         from: Endpoint,
         bytes: &[u8],
+        forwarded: bool,
     ) -> Result<(), Rejected> {
         match Message::parse(bytes) {
-            Ok(Message::Initiation(m)) => self.process_initiation(now, from, &m),
+            Ok(Message::Initiation(m)) => self.process_initiation(now, from, &m, forwarded),
             Ok(Message::Response(m)) => Ok(self.process_response(now, from, &m)?),
             _ => Err(Rejected::Drop(RxDrop::Malformed)),
         }
@@ -163,11 +165,12 @@ impl Device {
         now: Instant,
         from: Endpoint,
         msg: &crate::messages::Initiation<'_>,
+        forwarded: bool,
     ) -> Result<(), Rejected> {
         let identity = self.identity.as_ref().ok_or(RxDrop::NoPrivateKey)?;
         let half = handshake::consume_initiation_begin(identity, msg).map_err(RxDrop::from)?;
         let Some(&id) = self.by_key.get(&half.initiator) else {
-            return Err(if self.partition.is_some() {
+            return Err(if self.partition.is_some() && !forwarded {
                 Rejected::Foreign(half.initiator)
             } else {
                 Rejected::Drop(RxDrop::UnknownPeer)

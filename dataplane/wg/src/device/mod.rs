@@ -162,6 +162,8 @@ struct Partition {
 struct QueuedHandshake {
     from: Endpoint,
     bytes: Vec<u8>,
+    /// Handed over by another partition: never handed out again.
+    forwarded: bool,
 }
 
 /// A WireGuard device. See the module documentation for the calling contract.
@@ -262,8 +264,10 @@ impl Device {
     }
 
     /// Queues an initiation that another partition received and whose MACs (and, under load,
-    /// cookie) it already checked; it is consumed at the next [`Device::handle_timeout`].
-    /// Returns `false` if the handshake queue is full (counted) or it is not an initiation.
+    /// cookie) it already checked; it is consumed at the next [`Device::handle_timeout`]. If
+    /// this partition does not hold the initiator either, it is dropped as from an unknown
+    /// peer, never handed out again. Returns `false` if the handshake queue is full (counted)
+    /// or it is not an initiation.
     pub fn accept_forwarded(&mut self, from: Endpoint, datagram: Vec<u8>) -> bool {
         if !matches!(Message::parse(&datagram), Ok(Message::Initiation(_))) {
             self.stats.count_rx(RxDrop::Malformed);
@@ -276,6 +280,7 @@ impl Device {
         self.queue.push_back(QueuedHandshake {
             from,
             bytes: datagram,
+            forwarded: true,
         });
         true
     }

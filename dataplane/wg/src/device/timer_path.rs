@@ -20,7 +20,7 @@ impl Device {
             let Some(q) = self.queue.pop_front() else {
                 break;
             };
-            match self.process_handshake(now, q.from, &q.bytes) {
+            match self.process_handshake(now, q.from, &q.bytes, q.forwarded) {
                 Ok(()) => {}
                 Err(Rejected::Drop(why)) => self.stats.count_rx(why),
                 Err(Rejected::Foreign(initiator)) => {

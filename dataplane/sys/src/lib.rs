@@ -26,6 +26,9 @@
 //!   ([`WriteOutcome`], [`SysError::InterfaceGone`]).
 //! * [`bind_udp`], [`set_socket_buffers`], [`set_fwmark`]: the WireGuard UDP socket
 //!   (dual-stack, falling back to IPv4-only).
+//! * [`bind_udp_group`] and [`attach_index_steering`]: one `SO_REUSEPORT` socket per shard on
+//!   the same port, with a classic-BPF program that sends each response, cookie reply and
+//!   transport message to the shard its receiver index names (`index % shards`).
 //! * [`poll_readable`] and [`Waker`]: a minimal readiness loop that another thread can
 //!   interrupt.
 //!
@@ -72,6 +75,7 @@ mod error;
 mod poll;
 mod sockaddr;
 mod socket;
+mod steering;
 mod tun;
 mod tun_offload;
 mod udp_batch;
@@ -82,6 +86,7 @@ pub use counting_alloc::CountingAlloc;
 pub use error::SysError;
 pub use poll::{poll_readable, MAX_POLL_FDS};
 pub use socket::{bind_udp, set_fwmark, set_socket_buffers};
+pub use steering::{attach_index_steering, bind_udp_group, MAX_STEERING_SHARDS};
 pub use tun::{interface_exists, Tun, WriteOutcome, MAX_INTERFACE_NAME_LEN};
 pub use tun_offload::{Offloads, TunOptions, TunQueues, MAX_TUN_QUEUES, VNET_HDR_LEN};
 pub use udp_batch::{

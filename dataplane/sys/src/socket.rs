@@ -59,10 +59,27 @@ pub fn set_socket_buffers(fd: BorrowedFd<'_>, bytes: usize) -> Result<(), SysErr
 /// `CAP_NET_ADMIN`).
 pub fn bind_udp(port: u16, fwmark: Option<u32>) -> Result<UdpSocket, SysError> {
     let mark = fwmark.filter(|&m| m != 0);
-    match bind_v6(port, mark) {
+    match bind_v6(port, mark, false) {
         Ok(sock) => Ok(sock),
-        Err(Bind::NoIpv6) => bind_v4(port, mark),
+        Err(Bind::NoIpv6(_)) => bind_v4(port, mark, false),
         Err(Bind::Failed(e)) => Err(e),
+    }
+}
+
+/// Like [`bind_udp`], but only in one family (dual-stack IPv6 if `ipv6`, else IPv4), with
+/// no fallback (every failure is an error), and with `SO_REUSEPORT` set before binding if
+/// `reuse_port`. For sockets that must match one already bound.
+pub(crate) fn bind_udp_family(
+    ipv6: bool,
+    port: u16,
+    fwmark: Option<u32>,
+    reuse_port: bool,
+) -> Result<UdpSocket, SysError> {
+    let mark = fwmark.filter(|&m| m != 0);
+    if ipv6 {
+        bind_v6(port, mark, reuse_port).map_err(|(Bind::NoIpv6(e) | Bind::Failed(e))| e)
+    } else {
+        bind_v4(port, mark, reuse_port)
     }
 }
 
@@ -82,34 +99,45 @@ pub fn set_fwmark(fd: BorrowedFd<'_>, mark: u32) -> Result<(), SysError> {
 /// How binding the IPv6 socket failed: in a way that means "no usable IPv6 here" (fall back to
 /// IPv4), or for real.
 enum Bind {
-    NoIpv6,
+    NoIpv6(SysError),
     Failed(SysError),
 }
 
-fn bind_v6(port: u16, mark: Option<u32>) -> Result<UdpSocket, Bind> {
+fn bind_v6(port: u16, mark: Option<u32>, reuse_port: bool) -> Result<UdpSocket, Bind> {
     let sock = new_udp(Domain::IPV6).map_err(|e| match e.raw_os_error() {
-        Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT) => Bind::NoIpv6,
+        Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT) => {
+            Bind::NoIpv6(SysError::io("socket(AF_INET6, SOCK_DGRAM)", e))
+        }
         _ => Bind::Failed(SysError::io("socket(AF_INET6, SOCK_DGRAM)", e)),
     })?;
     // A v6-only socket would silently ignore IPv4 peers; an IPv4 socket is better than that.
-    sock.set_only_v6(false).map_err(|_| Bind::NoIpv6)?;
+    sock.set_only_v6(false)
+        .map_err(|e| Bind::NoIpv6(SysError::io("setsockopt IPV6_V6ONLY", e)))?;
     if let Some(mark) = mark {
         sock.set_mark(mark)
             .map_err(|e| Bind::Failed(SysError::io("setsockopt SO_MARK", e)))?;
     }
+    if reuse_port {
+        sock.set_reuse_port(true)
+            .map_err(|e| Bind::Failed(SysError::io("setsockopt SO_REUSEPORT", e)))?;
+    }
     let addr = SockAddr::from(SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)));
     sock.bind(&addr).map_err(|e| match e.raw_os_error() {
-        Some(libc::EADDRNOTAVAIL) => Bind::NoIpv6,
+        Some(libc::EADDRNOTAVAIL) => Bind::NoIpv6(SysError::io("bind [::]", e)),
         _ => Bind::Failed(SysError::io("bind [::]", e)),
     })?;
     Ok(sock.into())
 }
 
-fn bind_v4(port: u16, mark: Option<u32>) -> Result<UdpSocket, SysError> {
+fn bind_v4(port: u16, mark: Option<u32>, reuse_port: bool) -> Result<UdpSocket, SysError> {
     let sock = new_udp(Domain::IPV4).map_err(|e| SysError::io("socket(AF_INET, SOCK_DGRAM)", e))?;
     if let Some(mark) = mark {
         sock.set_mark(mark)
             .map_err(|e| SysError::io("setsockopt SO_MARK", e))?;
+    }
+    if reuse_port {
+        sock.set_reuse_port(true)
+            .map_err(|e| SysError::io("setsockopt SO_REUSEPORT", e))?;
     }
     let addr = SockAddr::from(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
     sock.bind(&addr)
@@ -189,7 +217,7 @@ mod tests {
     /// with `disable_ipv6` still lets `[::]` bind), so exercise it directly.
     #[test]
     fn ipv4_fallback_socket_works() {
-        let sock = bind_v4(0, Some(7)).unwrap();
+        let sock = bind_v4(0, Some(7), false).unwrap();
         let local = sock.local_addr().unwrap();
         assert!(local.is_ipv4() && local.port() != 0);
         assert_eq!(SockRef::from(&sock).mark().unwrap(), 7);

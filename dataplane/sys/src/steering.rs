@@ -38,7 +38,10 @@
 //!
 //! ```text
 //! if len < 8                      return HASH   // too short for any WireGuard message
-//! if payload[0] not in 2..=4      return HASH   // initiation (1), STUN, disco, junk
+//! if payload[0] == 2                            // response: the receiver follows the sender
+//!     if len < 12                 return HASH
+//!     return u32::from_le_bytes(payload[8..12]) % shards
+//! if payload[0] not in 3..=4      return HASH   // initiation (1), STUN, disco, junk
 //! return u32::from_le_bytes(payload[4..8]) % shards
 //! ```
 //!
@@ -69,14 +72,21 @@ pub const MAX_STEERING_SHARDS: usize = 64;
 /// kernel picks the socket by its 4-tuple hash.
 const HASH_FALLBACK: u32 = u32::MAX;
 
-/// WireGuard message types that carry a receiver index at [`INDEX_OFFSET`]: response (2),
-/// cookie reply (3) and transport data (4).
-const FIRST_INDEXED_TYPE: u32 = 2;
+/// The handshake response, whose receiver index (the initiator's sender index) follows the
+/// responder's own sender index, at [`RESPONSE_INDEX_OFFSET`].
+const RESPONSE_TYPE: u32 = 2;
+/// WireGuard message types that carry a receiver index at [`INDEX_OFFSET`]: cookie reply (3)
+/// and transport data (4).
+const FIRST_INDEXED_TYPE: u32 = 3;
 const LAST_INDEXED_TYPE: u32 = 4;
-/// Where the little-endian receiver index starts in the UDP payload.
+/// Where the little-endian receiver index starts in a cookie reply or transport message.
 const INDEX_OFFSET: u32 = 4;
+/// Where it starts in a response (after type, reserved bytes and the sender index).
+const RESPONSE_INDEX_OFFSET: u32 = 8;
 /// The shortest payload that holds a type and a receiver index.
 const MIN_INDEXED_LEN: u32 = INDEX_OFFSET + 4;
+/// The shortest response prefix that holds its receiver index.
+const MIN_RESPONSE_LEN: u32 = RESPONSE_INDEX_OFFSET + 4;
 
 /// A classic-BPF opcode (libc's copies of `linux/bpf_common.h` and `linux/filter.h`) as the
 /// 16-bit `code` field; every opcode used here is below 0x100, so nothing is truncated.
@@ -89,6 +99,7 @@ const LD_LEN: u16 = op(libc::BPF_LD | libc::BPF_W | libc::BPF_LEN);
 const LD_B_ABS: u16 = op(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS);
 const JGE_K: u16 = op(libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K);
 const JGT_K: u16 = op(libc::BPF_JMP | libc::BPF_JGT | libc::BPF_K);
+const JEQ_K: u16 = op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K);
 const LSH_K: u16 = op(libc::BPF_ALU | libc::BPF_LSH | libc::BPF_K);
 const OR_X: u16 = op(libc::BPF_ALU | libc::BPF_OR | libc::BPF_X);
 const AND_K: u16 = op(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K);
@@ -232,47 +243,63 @@ const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
     libc::sock_filter { code, jt, jf, k }
 }
 
-/// The steering program for `shards` (1 to [`MAX_STEERING_SHARDS`]), described in the module
-/// documentation. Its last instruction returns [`HASH_FALLBACK`]; the checks at the top jump
-/// there.
-fn steering_program(shards: u32) -> Vec<libc::sock_filter> {
-    /// How many instructions precede the body.
-    const CHECKS: usize = 5;
-    // The body leaves `receiver_index % shards` in A and returns it.
-    let body: Vec<libc::sock_filter> = if shards.is_power_of_two() {
+/// Instructions that leave `u32::from_le_bytes(payload[offset..offset + 4]) % shards` in A and
+/// return it (the caller has checked the length).
+fn index_mod(offset: u32, shards: u32) -> Vec<libc::sock_filter> {
+    if shards.is_power_of_two() {
         // shards divides 256, so the index's low byte (first, little-endian) decides.
-        vec![
-            stmt(LD_B_ABS, INDEX_OFFSET),
+        return vec![
+            stmt(LD_B_ABS, offset),
             stmt(AND_K, shards - 1),
             stmt(RET_A, 0),
-        ]
-    } else {
-        // A = b[7]; then three times: A <<= 8, X = A, A = next lower byte, A |= X.
-        let mut body = vec![stmt(LD_B_ABS, INDEX_OFFSET + 3)];
-        for byte in (INDEX_OFFSET..INDEX_OFFSET + 3).rev() {
-            body.extend([
-                stmt(LSH_K, 8),
-                stmt(TAX, 0),
-                stmt(LD_B_ABS, byte),
-                stmt(OR_X, 0),
-            ]);
-        }
-        body.extend([stmt(MOD_K, shards), stmt(RET_A, 0)]);
-        body
-    };
-    // Five checks, the body, then the fallback return. Jump offsets count from the next
-    // instruction; the program has at most 5 + 15 + 1 instructions, so they fit a u8.
-    let last = CHECKS + body.len();
-    let to_fallback = |pc: usize| u8::try_from(last - pc - 1).unwrap_or(u8::MAX);
-    let mut program = Vec::with_capacity(last + 1);
+        ];
+    }
+    // A = b[offset + 3]; then three times: A <<= 8, X = A, A = next lower byte, A |= X.
+    let mut body = vec![stmt(LD_B_ABS, offset + 3)];
+    for byte in (offset..offset + 3).rev() {
+        body.extend([
+            stmt(LSH_K, 8),
+            stmt(TAX, 0),
+            stmt(LD_B_ABS, byte),
+            stmt(OR_X, 0),
+        ]);
+    }
+    body.extend([stmt(MOD_K, shards), stmt(RET_A, 0)]);
+    body
+}
+
+/// The steering program for `shards` (1 to [`MAX_STEERING_SHARDS`]), described in the module
+/// documentation: six checks, the cookie/transport body, the response's length check and body,
+/// then the fallback return.
+fn steering_program(shards: u32) -> Vec<libc::sock_filter> {
+    const CHECKS: usize = 6;
+    let transport = index_mod(INDEX_OFFSET, shards);
+    let response = index_mod(RESPONSE_INDEX_OFFSET, shards);
+    let response_at = CHECKS + transport.len();
+    let fallback_at = response_at + 2 + response.len();
+    // Jump offsets count from the next instruction; the program has at most 6 + 15 + 2 + 15 +
+    // 1 instructions, so they fit a u8.
+    let rel = |pc: usize, to: usize| u8::try_from(to - pc - 1).unwrap_or(u8::MAX);
+    let mut program = Vec::with_capacity(fallback_at + 1);
     program.extend([
         stmt(LD_LEN, 0),
-        jump(JGE_K, MIN_INDEXED_LEN, 0, to_fallback(1)),
+        jump(JGE_K, MIN_INDEXED_LEN, 0, rel(1, fallback_at)),
         stmt(LD_B_ABS, 0),
-        jump(JGE_K, FIRST_INDEXED_TYPE, 0, to_fallback(3)),
-        jump(JGT_K, LAST_INDEXED_TYPE, to_fallback(4), 0),
+        jump(JEQ_K, RESPONSE_TYPE, rel(3, response_at), 0),
+        jump(JGE_K, FIRST_INDEXED_TYPE, 0, rel(4, fallback_at)),
+        jump(JGT_K, LAST_INDEXED_TYPE, rel(5, fallback_at), 0),
     ]);
-    program.extend(body);
+    program.extend(transport);
+    program.extend([
+        stmt(LD_LEN, 0),
+        jump(
+            JGE_K,
+            MIN_RESPONSE_LEN,
+            0,
+            rel(response_at + 1, fallback_at),
+        ),
+    ]);
+    program.extend(response);
     program.push(stmt(RET_K, HASH_FALLBACK));
     program
 }
@@ -302,11 +329,11 @@ mod tests {
                     Some(&b) => a = u32::from(b),
                     None => return 0,
                 },
-                JGE_K | JGT_K => {
-                    let taken = if insn.code == JGE_K {
-                        a >= insn.k
-                    } else {
-                        a > insn.k
+                JGE_K | JGT_K | JEQ_K => {
+                    let taken = match insn.code {
+                        JGE_K => a >= insn.k,
+                        JGT_K => a > insn.k,
+                        _ => a == insn.k,
                     };
                     pc += usize::from(if taken { insn.jt } else { insn.jf });
                 }
@@ -325,7 +352,7 @@ mod tests {
     /// What the program should return.
     fn model(pkt: &[u8], shards: u32) -> u32 {
         match pkt {
-            [2..=4, _, _, _, i0, i1, i2, i3, ..] => {
+            [2, _, _, _, _, _, _, _, i0, i1, i2, i3, ..] | [3 | 4, _, _, _, i0, i1, i2, i3, ..] => {
                 u32::from_le_bytes([*i0, *i1, *i2, *i3]) % shards
             }
             _ => HASH_FALLBACK,
@@ -349,17 +376,24 @@ mod tests {
         (0..50).chain(ODD_INDICES).collect()
     }
 
-    /// A message of type `ty` with `index` at offset 4 and `tag` at offset 8, `len` bytes long.
+    /// A message of type `ty` with the receiver `index` where that type carries it (offset 8
+    /// in a response, 4 otherwise; a different value in the response's sender field, so that
+    /// reading the wrong field steers wrongly) and `tag` at offset 16, `len` bytes long.
     fn message(ty: u8, index: u32, tag: u64, len: usize) -> Vec<u8> {
-        let mut m = vec![0u8; len.max(16)];
+        let mut m = vec![0u8; len.max(24)];
         m[0] = ty;
-        m[4..8].copy_from_slice(&index.to_le_bytes());
-        m[8..16].copy_from_slice(&tag.to_le_bytes());
+        if ty == 2 {
+            m[4..8].copy_from_slice(&(!index).rotate_left(7).to_le_bytes());
+            m[8..12].copy_from_slice(&index.to_le_bytes());
+        } else {
+            m[4..8].copy_from_slice(&index.to_le_bytes());
+        }
+        m[16..24].copy_from_slice(&tag.to_le_bytes());
         m
     }
 
     fn tag_of(payload: &[u8]) -> u64 {
-        u64::from_le_bytes(payload[8..16].try_into().unwrap())
+        u64::from_le_bytes(payload[16..24].try_into().unwrap())
     }
 
     struct Received {
@@ -426,11 +460,17 @@ mod tests {
                 assert_eq!(r.socket, want, "type {ty}, tag {tag}, group of {n}");
             }
         }
-        // Exactly 8 bytes is enough for the index.
+        // Exactly 8 bytes is enough for the index; 12 for a response's.
         client.send_to(&[4, 0, 0, 0, 7, 0, 0, 0], dst).unwrap();
         let got = receive(group, 1);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].socket, (7 % n) as usize);
+        client
+            .send_to(&[2, 0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0], dst)
+            .unwrap();
+        let got = receive(group, 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].socket, (5 % n) as usize);
     }
 
     fn v4_client() -> UdpSocket {
@@ -444,11 +484,13 @@ mod tests {
             for index in indices() {
                 packets.push(message(ty, index, 0, 32));
                 packets.push(message(ty, index, 0, 8)[..8].to_vec());
+                packets.push(message(ty, index, 0, 12)[..12].to_vec());
+                packets.push(message(ty, index, 0, 12)[..11].to_vec());
             }
         }
         for shards in 1..=MAX_STEERING_SHARDS as u32 {
             let program = steering_program(shards);
-            assert!(program.len() <= 21);
+            assert!(program.len() <= 39);
             for pkt in &packets {
                 assert_eq!(run(&program, pkt), model(pkt, shards), "{shards} {pkt:?}");
             }

@@ -40,6 +40,9 @@ pub(crate) struct WgArgs {
     /// Use one `sendmsg`/`recvmsg` per datagram instead of `sendmmsg`/`recvmmsg`.
     #[arg(long, env = "WEFT_NO_MMSG")]
     pub(crate) no_mmsg: bool,
+    /// Shard threads (TUN queues and UDP sockets); 0 means one per core.
+    #[arg(long, env = "WEFT_SHARDS", default_value_t = 0)]
+    pub(crate) shards: usize,
     /// Name of the interface to create (at most 15 bytes).
     pub(crate) ifname: String,
 }
@@ -58,6 +61,7 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
     config.udp.gso &= !args.no_gso;
     config.udp.gro &= !args.no_gro;
     config.udp.mmsg &= !args.no_mmsg;
+    config.shards = args.shards;
     let engine = Engine::start(&config)
         .with_context(|| format!("cannot create interface {}", args.ifname))?;
     let stopper = engine.stopper();

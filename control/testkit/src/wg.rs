@@ -29,6 +29,9 @@ pub enum WgImpl {
     /// weft-wg at the given path with every offload and batching feature forced off (plain TUN,
     /// no UDP GSO/GRO, no `sendmmsg`/`recvmmsg`): the fallback paths.
     WeftNoOffload(PathBuf),
+    /// weft-wg at the given path with exactly this many shards (`--shards N`; plain `Weft`
+    /// runs one per core).
+    WeftSharded(PathBuf, u8),
     /// wireguard-go, [`WIREGUARD_GO`].
     WireguardGo,
     /// boringtun-cli, looked up on `PATH` then in `~/.cargo/bin`.
@@ -47,6 +50,7 @@ impl WgImpl {
         match self {
             Self::Weft(_) => "weft",
             Self::WeftNoOffload(_) => "weft-no-offload",
+            Self::WeftSharded(..) => "weft-sharded",
             Self::WireguardGo => "wireguard-go",
             Self::Boringtun => "boringtun",
         }
@@ -56,7 +60,9 @@ impl WgImpl {
     /// `$HOME/.cargo/bin/boringtun-cli`.
     pub fn program(&self) -> Result<PathBuf> {
         match self {
-            Self::Weft(path) | Self::WeftNoOffload(path) => Ok(path.clone()),
+            Self::Weft(path) | Self::WeftNoOffload(path) | Self::WeftSharded(path, _) => {
+                Ok(path.clone())
+            }
             Self::WireguardGo => Ok(PathBuf::from(WIREGUARD_GO)),
             Self::Boringtun => find_program("boringtun-cli"),
         }
@@ -115,6 +121,13 @@ impl WgImpl {
         }
         if matches!(self, Self::WeftNoOffload(_)) {
             argv.extend(["--no-tun-offload", "--no-gso", "--no-gro", "--no-mmsg"]);
+        }
+        let shards = match self {
+            Self::WeftSharded(_, n) => Some(n.to_string()),
+            _ => None,
+        };
+        if let Some(n) = &shards {
+            argv.extend(["--shards", n.as_str()]);
         }
         argv.push(ifname);
         let mut cmd = ns.command(&argv);

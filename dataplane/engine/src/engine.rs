@@ -1,16 +1,21 @@
-//! The running device: a TUN, a UDP socket, a UAPI server and one event-loop thread driving
-//! the sans-IO [`weft_wg::Device`].
+//! The running device: a TUN with one queue per shard, one UDP socket per shard in a
+//! `SO_REUSEPORT` group, a UAPI server, and one thread per shard driving its partition of the
+//! sans-IO [`weft_wg::Device`].
 //!
 //! # Threads
-//! * the **event loop** (the caller of [`Engine::run`]) waits in `ppoll` on the TUN, the UDP
-//!   socket and a waker; it reads batches from each, feeds them to the core, writes what the
-//!   core returns, and runs the core's timers;
-//! * the **UAPI** threads (one accept thread, one per connection) apply `set` and answer `get`
-//!   under the same lock, then wake the loop so it sees new timers or a new socket.
+//! * **shard** threads (shard 0 is the caller of [`Engine::run`], the others are spawned by it)
+//!   each wait in `ppoll` on their TUN queue, their socket and their waker, and run turns of
+//!   [`Shard::turn`](crate::shard): TUN frames through the transmit path, datagrams through the
+//!   receive path, timers. Each shard owns the peers of its partition; a frame read for a peer
+//!   of another shard is handed over through a ring (`shard::links`), an initiation for such a
+//!   peer through the owner's lock after this shard released its own;
+//! * the **UAPI** threads (one accept thread, one per connection) take every shard's lock in
+//!   shard order, apply `set` to the partitions (a peer to its owner, device-wide settings to
+//!   all) and answer `get` from all of them, then wake the shards.
 //!
-//! The core sits behind one `Mutex`, taken once per loop iteration (a batch of packets), so the
-//! per-packet cost is the syscalls and the crypto. This is the simple shell the foundation
-//! needs; the sharded io_uring engine replaces the loop, not the core or the UAPI.
+//! A shard's lock is taken once per turn (a batch of packets) and is contended only by the UAPI:
+//! no lock is shared between shards on the data path. With one shard this is exactly the simple
+//! event loop of the foundation; `docs/ARCHITECTURE.md` has the steering design.
 //!
 //! Datagrams on the shared port that are STUN or disco (see [`weft_wg::demux`]) go to a
 //! [`ControlHook`] instead of WireGuard; the default hook counts and drops them until the mesh
@@ -22,16 +27,19 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use weft_sys::{Offloads, SysError, Tun, TunOptions, UdpFeatures, Waker};
+use weft_wg::allowedips::AllowedIps;
 use weft_wg::demux::PacketKind;
-use weft_wg::Device;
+use weft_wg::{Device, ForeignInitiation};
 
 use crate::apply;
-use crate::shard::{Shard, ShardIo, SysIo};
-use crate::socket::WgSocket;
+use crate::shard::{Links, Shard, ShardIo, ShardState, SysIo};
+use crate::socket::SocketGroup;
 use crate::uapi::{Request, UapiError, UapiHandle, UapiServer, UapiServerError};
 
-/// The loop wakes at least this often even with nothing to do (a safety net for lost wakeups).
+/// A shard waits at most this long even with nothing to do (a safety net for lost wakeups).
 const MAX_WAIT: Duration = Duration::from_secs(1);
+/// Most shards (TUN queues, sockets, threads) one device runs.
+pub const MAX_SHARDS: usize = 16;
 
 /// Why the engine could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +60,15 @@ pub enum EngineError {
     /// The operating system's random generator failed.
     #[error("random number generator: {0}")]
     Random(String),
+    /// A shard thread could not be started or panicked.
+    #[error("shard thread: {0}")]
+    Thread(String),
 }
 
-/// Receives the datagrams on the WireGuard port that are not WireGuard (STUN, disco).
+/// Receives the datagrams on the WireGuard port that are not WireGuard (STUN, disco). Each
+/// shard has its own (see [`Engine::set_control_hooks`]).
 pub trait ControlHook: Send {
-    /// Handles one datagram. Runs on the event loop: must not block.
+    /// Handles one datagram. Runs on a shard's loop: must not block.
     fn on_datagram(&mut self, kind: PacketKind, from: SocketAddr, datagram: &[u8]);
 }
 
@@ -88,10 +100,12 @@ pub struct EngineConfig {
     pub tun_offload: bool,
     /// Which UDP batching features to use (GSO sends, GRO receives, `sendmmsg`/`recvmmsg`).
     pub udp: UdpFeatures,
+    /// Shard threads; 0 means one per available core (at most [`MAX_SHARDS`]).
+    pub shards: usize,
 }
 
 impl EngineConfig {
-    /// wireguard-go's defaults: MTU 1420, UAPI on.
+    /// wireguard-go's defaults (MTU 1420, UAPI on), every offload on, one shard per core.
     pub fn new(ifname: impl Into<String>) -> Self {
         Self {
             ifname: ifname.into(),
@@ -99,28 +113,44 @@ impl EngineConfig {
             uapi: true,
             tun_offload: true,
             udp: UdpFeatures::default(),
+            shards: 0,
         }
     }
 }
 
-struct State {
-    device: Device,
-    socket: WgSocket,
-    /// Bumped when the socket is replaced.
-    generation: u64,
-}
-
-struct Shared {
-    state: Mutex<State>,
-    stop: AtomicBool,
+/// One shard as the other threads see it.
+struct ShardCell {
+    state: Mutex<ShardState>,
+    /// The socket the shard should use; replaced by the UAPI on a rebind.
+    socket: Mutex<Arc<std::net::UdpSocket>>,
     waker: Arc<Waker>,
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
+impl ShardCell {
+    fn lock(&self) -> MutexGuard<'_, ShardState> {
         // A panic while holding the lock cannot leave the core half-updated in a way that
         // matters more than stopping would; keep serving.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn socket(&self) -> Arc<std::net::UdpSocket> {
+        Arc::clone(&self.socket.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+struct Shared {
+    cells: Vec<ShardCell>,
+    /// Held by the UAPI across a whole request (it also serializes requests).
+    sockets: Mutex<SocketGroup>,
+    stop: AtomicBool,
+}
+
+impl Shared {
+    fn stop_all(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in &self.cells {
+            let _ = c.waker.wake();
+        }
     }
 }
 
@@ -129,25 +159,33 @@ impl Shared {
 pub struct Stopper(Arc<Shared>);
 
 impl Stopper {
-    /// Asks the event loop to return.
+    /// Asks every shard to return.
     pub fn stop(&self) {
-        self.0.stop.store(true, Ordering::SeqCst);
-        let _ = self.0.waker.wake();
+        self.0.stop_all();
     }
 }
 
-/// A started device. [`Engine::run`] runs its event loop.
-pub struct Engine {
-    shared: Arc<Shared>,
+/// One shard's thread-local half: its I/O and its loop state.
+struct Worker {
+    k: usize,
     io: SysIo,
     shard: Shard,
+}
+
+/// A started device. [`Engine::run`] runs its shards.
+pub struct Engine {
+    shared: Arc<Shared>,
+    workers: Vec<Worker>,
     ifname: String,
     uapi: Option<UapiHandle>,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("tun", &self.ifname).finish()
+        f.debug_struct("Engine")
+            .field("tun", &self.ifname)
+            .field("shards", &self.workers.len())
+            .finish()
     }
 }
 
@@ -163,58 +201,110 @@ fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// How many shards to run for `wanted` (0: one per core).
+fn shard_count(wanted: usize) -> usize {
+    let n = if wanted == 0 {
+        std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    } else {
+        wanted
+    };
+    n.clamp(1, MAX_SHARDS)
+}
+
 impl Engine {
-    /// Creates the TUN interface, binds a UDP socket on a random port (the UAPI sets the real
-    /// one) and starts serving the UAPI.
+    /// Creates the TUN interface (one queue per shard), binds the shards' UDP sockets on a
+    /// random port (the UAPI sets the real one) and starts serving the UAPI.
+    ///
+    /// With more than one shard wanted, the sockets need the steering program; if the kernel
+    /// refuses it, the device runs one shard and says so.
     ///
     /// # Errors
-    /// When the interface, the socket or the UAPI socket cannot be set up.
+    /// When the interface, the sockets or the UAPI socket cannot be set up.
     pub fn start(config: &EngineConfig) -> Result<Self, EngineError> {
-        let (tun, offloads) = if config.tun_offload {
+        let mut n = shard_count(config.shards);
+        let sockets = match SocketGroup::bind(0, 0, n) {
+            Ok(g) => g,
+            Err(e) if n > 1 => {
+                tracing::warn!(error = %e, shards = n, "receive steering unavailable; running one shard");
+                n = 1;
+                SocketGroup::bind(0, 0, 1).map_err(EngineError::Socket)?
+            }
+            Err(e) => return Err(EngineError::Socket(e)),
+        };
+        let (tuns, offloads) = if config.tun_offload || n > 1 {
             let options = TunOptions {
-                vnet_hdr: true,
-                multi_queue: false,
-                queues: 1,
+                vnet_hdr: config.tun_offload,
+                multi_queue: n > 1,
+                queues: n,
             };
-            let mut q = Tun::create_with(&config.ifname, options).map_err(EngineError::Tun)?;
-            let tun = q.queues.pop().ok_or(EngineError::Tun(SysError::BadConfig {
-                reason: "no TUN queue opened",
-            }))?;
-            (tun, q.offloads)
+            let q = Tun::create_with(&config.ifname, options).map_err(EngineError::Tun)?;
+            (q.queues, q.offloads)
         } else {
             (
-                Tun::create(&config.ifname).map_err(EngineError::Tun)?,
+                vec![Tun::create(&config.ifname).map_err(EngineError::Tun)?],
                 Offloads::NONE,
             )
         };
-        tun.set_mtu(config.mtu).map_err(EngineError::Tun)?;
-        let socket = WgSocket::bind(0, 0).map_err(EngineError::Socket)?;
-        let waker = Arc::new(Waker::new().map_err(EngineError::Poll)?);
-        let ifname = tun.name().to_owned();
+        if tuns.len() != n {
+            return Err(EngineError::Tun(SysError::BadConfig {
+                reason: "the kernel opened fewer TUN queues than asked",
+            }));
+        }
+        let ifname = tuns
+            .first()
+            .map(|t| t.name().to_owned())
+            .unwrap_or_default();
+        if let Some(t) = tuns.first() {
+            t.set_mtu(config.mtu).map_err(EngineError::Tun)?;
+        }
         let vnet = !offloads.is_empty();
         let uso = offloads.contains(Offloads::USO4 | Offloads::USO6);
-        let shard = Shard::new(
-            &ifname,
-            vnet,
-            uso,
-            config.mtu as usize,
-            Box::new(DropHook::default()),
-        )
-        .map_err(EngineError::Socket)?;
-        let io = SysIo::new(tun, socket.shared(), config.udp, Arc::clone(&waker))
+        let now = clock();
+        let parts = u32::try_from(n).unwrap_or(1);
+        let mut cells = Vec::with_capacity(n);
+        let mut workers = Vec::with_capacity(n);
+        for (k, tun) in tuns.into_iter().enumerate() {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed).map_err(|e| EngineError::Random(e.to_string()))?;
+            let mut device = Device::new(seed, now, unix_now());
+            device.set_mtu(config.mtu as usize);
+            device.set_index_partition(u32::try_from(k).unwrap_or(0), parts);
+            let socket = sockets
+                .socket(k)
+                .ok_or(EngineError::Socket(SysError::BadConfig {
+                    reason: "fewer sockets than shards",
+                }))?;
+            let waker = Arc::new(Waker::new().map_err(EngineError::Poll)?);
+            let io = SysIo::new(tun, Arc::clone(&socket), config.udp, Arc::clone(&waker))
+                .map_err(EngineError::Socket)?;
+            let shard = Shard::new(
+                &ifname,
+                vnet,
+                uso,
+                config.mtu as usize,
+                Box::new(DropHook::default()),
+            )
             .map_err(EngineError::Socket)?;
-        let mut seed = [0u8; 32];
-        getrandom::getrandom(&mut seed).map_err(|e| EngineError::Random(e.to_string()))?;
-        let mut device = Device::new(seed, clock(), unix_now());
-        device.set_mtu(config.mtu as usize);
+            cells.push(ShardCell {
+                state: Mutex::new(ShardState {
+                    device,
+                    routes: AllowedIps::new(),
+                }),
+                socket: Mutex::new(socket),
+                waker,
+            });
+            workers.push(Worker { k, io, shard });
+        }
+        if n > 1 {
+            let wakers: Vec<Arc<Waker>> = cells.iter().map(|c| Arc::clone(&c.waker)).collect();
+            for (w, links) in workers.iter_mut().zip(Links::mesh(&wakers)) {
+                w.shard.set_links(links);
+            }
+        }
         let shared = Arc::new(Shared {
-            state: Mutex::new(State {
-                device,
-                socket,
-                generation: 0,
-            }),
+            cells,
+            sockets: Mutex::new(sockets),
             stop: AtomicBool::new(false),
-            waker,
         });
         let uapi = if config.uapi {
             let server = UapiServer::bind(&ifname).map_err(EngineError::Uapi)?;
@@ -230,14 +320,14 @@ impl Engine {
         tracing::info!(
             interface = ifname,
             mtu = config.mtu,
+            shards = n,
             ?offloads,
             udp = ?config.udp,
             "device created"
         );
         Ok(Self {
             shared,
-            io,
-            shard,
+            workers,
             ifname,
             uapi,
         })
@@ -248,14 +338,21 @@ impl Engine {
         &self.ifname
     }
 
+    /// How many shards run.
+    pub fn shards(&self) -> usize {
+        self.workers.len()
+    }
+
     /// A handle that stops [`Engine::run`].
     pub fn stopper(&self) -> Stopper {
         Stopper(Arc::clone(&self.shared))
     }
 
-    /// Replaces the handler of STUN and disco datagrams.
-    pub fn set_control_hook(&mut self, hook: Box<dyn ControlHook>) {
-        self.shard.set_hook(hook);
+    /// Replaces the handlers of STUN and disco datagrams: `make(k)` builds shard `k`'s.
+    pub fn set_control_hooks(&mut self, mut make: impl FnMut(usize) -> Box<dyn ControlHook>) {
+        for w in &mut self.workers {
+            w.shard.set_hook(make(w.k));
+        }
     }
 
     /// Applies a UAPI request directly (what a UAPI client would send), for embedding.
@@ -266,52 +363,130 @@ impl Engine {
         handle_uapi(&self.shared, req)
     }
 
-    /// Runs the event loop until [`Stopper::stop`] or until the interface is deleted.
+    /// Runs the shards until [`Stopper::stop`], until the interface is deleted, or until one
+    /// fails; then stops the others and the UAPI.
     ///
     /// # Errors
-    /// When waiting for I/O fails, or the TUN fails in a way other than disappearing.
+    /// The first shard's error: waiting for I/O failed, or the TUN failed in a way other than
+    /// disappearing.
     pub fn run(mut self) -> Result<(), EngineError> {
-        let result = self.event_loop();
+        let mut workers = std::mem::take(&mut self.workers).into_iter();
+        let first = workers.next();
+        let mut threads = Vec::new();
+        let mut result = Ok(());
+        for w in workers {
+            let shared = Arc::clone(&self.shared);
+            let spawned = std::thread::Builder::new()
+                .name(format!("shard-{}", w.k))
+                .spawn(move || run_shard(&shared, w));
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    result = Err(EngineError::Thread(e.to_string()));
+                    self.shared.stop_all();
+                    break;
+                }
+            }
+        }
+        if let Some(w) = first.filter(|_| result.is_ok()) {
+            result = run_shard(&self.shared, w);
+        }
+        self.shared.stop_all();
+        for t in threads {
+            let joined = t
+                .join()
+                .unwrap_or_else(|_| Err(EngineError::Thread("a shard panicked".into())));
+            if result.is_ok() {
+                result = joined;
+            }
+        }
         if let Some(uapi) = self.uapi.take() {
             uapi.shutdown();
         }
         result
     }
+}
 
-    fn event_loop(&mut self) -> Result<(), EngineError> {
-        let mut generation = self.shared.lock().generation;
-        loop {
-            if self.shared.stop.load(Ordering::SeqCst) {
-                let (tx, rx) = self.shard.stats();
-                tracing::info!(interface = self.ifname, ?tx, ?rx, "stopping");
+/// One shard's loop. Returns when the engine stops, and stops the engine when it returns.
+fn run_shard(shared: &Shared, mut w: Worker) -> Result<(), EngineError> {
+    let result = shard_loop(shared, &mut w);
+    shared.stop_all();
+    let (tx, rx) = w.shard.stats();
+    let links = w.shard.link_stats();
+    let foreign_initiations = shared
+        .cells
+        .get(w.k)
+        .map_or(0, |c| c.lock().device.stats().rx_foreign_initiations);
+    tracing::info!(
+        shard = w.k,
+        ?tx,
+        ?rx,
+        handed_off = links.handed_off,
+        handoff_drops = links.dropped,
+        taken_over = links.taken,
+        foreign_initiations,
+        "shard stopped"
+    );
+    result
+}
+
+fn shard_loop(shared: &Shared, w: &mut Worker) -> Result<(), EngineError> {
+    let Some(cell) = shared.cells.get(w.k) else {
+        return Ok(());
+    };
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        w.io.use_socket(cell.socket())
+            .map_err(EngineError::Socket)?;
+        let deadline = cell.lock().device.poll_timeout();
+        let wait = deadline
+            .map(|t| t.saturating_duration_since(clock()))
+            .unwrap_or(MAX_WAIT)
+            .min(MAX_WAIT);
+        let ready = if w.shard.prepare_sleep() {
+            let ready = w.io.wait(wait).map_err(EngineError::Poll)?;
+            w.shard.end_sleep();
+            ready
+        } else {
+            w.io.wait(Duration::ZERO).map_err(EngineError::Poll)?
+        };
+        let now = clock();
+        let turn = {
+            let mut st = cell.lock();
+            w.shard.turn(&mut w.io, &mut st, now, ready)
+        };
+        match turn {
+            Ok(()) => {}
+            Err(SysError::InterfaceGone { .. }) => {
+                tracing::info!(shard = w.k, "interface removed; stopping");
                 return Ok(());
             }
-            let deadline = {
-                let st = self.shared.lock();
-                if st.generation != generation {
-                    generation = st.generation;
-                    self.io
-                        .use_socket(st.socket.shared())
-                        .map_err(EngineError::Socket)?;
-                }
-                st.device.poll_timeout()
-            };
-            let wait = deadline
-                .map(|t| t.saturating_duration_since(clock()))
-                .unwrap_or(MAX_WAIT)
-                .min(MAX_WAIT);
-            let ready = self.io.wait(wait).map_err(EngineError::Poll)?;
-            let now = clock();
-            let shared = Arc::clone(&self.shared);
-            let mut st = shared.lock();
-            match self.shard.turn(&mut self.io, &mut st.device, now, ready) {
-                Ok(()) => {}
-                Err(SysError::InterfaceGone { .. }) => {
-                    tracing::info!(interface = self.ifname, "interface removed; stopping");
-                    return Ok(());
-                }
-                Err(e) => return Err(EngineError::Tun(e)),
-            }
+            Err(e) => return Err(EngineError::Tun(e)),
+        }
+        let foreign = w.shard.take_foreign();
+        if !foreign.is_empty() {
+            forward(shared, w.k, foreign);
+        }
+    }
+}
+
+/// Hands initiations for peers of other shards to their owners (after the sender released its
+/// own lock, so two shards forwarding to each other cannot deadlock).
+fn forward(shared: &Shared, me: usize, foreign: Vec<ForeignInitiation>) {
+    let n = shared.cells.len();
+    for f in foreign {
+        let owner = apply::owner_of(&f.initiator, n);
+        if owner == me {
+            continue;
+        }
+        let Some(cell) = shared.cells.get(owner) else {
+            continue;
+        };
+        let accepted = cell.lock().device.accept_forwarded(f.from, f.datagram);
+        if accepted {
+            let _ = cell.waker.wake();
         }
     }
 }
@@ -320,19 +495,43 @@ fn handle_uapi(
     shared: &Shared,
     req: Request,
 ) -> Result<Option<crate::uapi::DeviceSnapshot>, UapiError> {
-    let mut st = shared.lock();
-    let result = match req {
-        Request::Get => Ok(Some(apply::snapshot(&st.device, &st.socket))),
-        Request::Set(set) => {
-            let State { device, socket, .. } = &mut *st;
-            let applied = apply::apply_set(device, socket, set, clock());
-            // Even a failed request may have replaced the socket before failing; the loop
-            // re-reads it after every `set`.
-            st.generation += 1;
-            applied.map(|_| None)
+    let mut sockets = shared
+        .sockets
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    // Every shard's lock, in shard order (shards only ever hold their own).
+    let mut guards: Vec<MutexGuard<'_, ShardState>> =
+        shared.cells.iter().map(ShardCell::lock).collect();
+    let result = {
+        let mut parts: Vec<&mut Device> = guards.iter_mut().map(|g| &mut g.device).collect();
+        match req {
+            Request::Get => Ok(Some(apply::snapshot(&parts, &sockets))),
+            Request::Set(set) => {
+                let applied = apply::apply_set(&mut parts, &mut sockets, set, clock());
+                // Even a failed request may have changed peers or replaced the sockets before
+                // failing: republish both either way.
+                let routes = if parts.len() > 1 {
+                    apply::routes(&parts)
+                } else {
+                    AllowedIps::new()
+                };
+                drop(parts);
+                for g in &mut guards {
+                    g.routes = routes.clone();
+                }
+                for (k, cell) in shared.cells.iter().enumerate() {
+                    if let Some(s) = sockets.socket(k) {
+                        *cell.socket.lock().unwrap_or_else(PoisonError::into_inner) = s;
+                    }
+                }
+                applied.map(|_| None)
+            }
         }
     };
-    drop(st);
-    let _ = shared.waker.wake();
+    drop(guards);
+    drop(sockets);
+    for c in &shared.cells {
+        let _ = c.waker.wake();
+    }
     result
 }

@@ -16,7 +16,7 @@
 //! same code runs with one segment per read and one datagram per message: the fallbacks are
 //! the same paths with smaller batches, which is why the interop tests cover both.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use weft_packet::{Coalesced, GroTable, SuperPacket, VirtioNetHdr, VNET_HDR_LEN};
@@ -99,6 +99,31 @@ impl TxPath {
         io.tun_read(&mut self.frame)
     }
 
+    /// The frame of `len` bytes just read.
+    pub(crate) fn frame(&self, len: usize) -> &[u8] {
+        self.frame.get(..len).unwrap_or_default()
+    }
+
+    /// Where the frame's packet goes (its IP destination), if it parses that far.
+    pub(crate) fn destination(&self, frame: &[u8]) -> Option<IpAddr> {
+        let ip = if self.vnet {
+            frame.get(VNET_HDR_LEN..)?
+        } else {
+            frame
+        };
+        match ip.first()? >> 4 {
+            4 => {
+                let b: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
+                Some(IpAddr::from(b))
+            }
+            6 => {
+                let b: [u8; 16] = ip.get(24..40)?.try_into().ok()?;
+                Some(IpAddr::from(b))
+            }
+            _ => None,
+        }
+    }
+
     /// Splits, encrypts and sends the frame of `len` bytes just read.
     pub(crate) fn send_frame(
         &mut self,
@@ -114,86 +139,122 @@ impl TxPath {
             mtu,
             stats,
         } = self;
-        stats.tun_frames += 1;
-        let Some(frame) = frame.get(..len) else {
-            return;
+        if let Some(frame) = frame.get(..len) {
+            send(frame, out, *vnet, *mtu, stats, device, now, io);
+        }
+    }
+
+    /// Splits, encrypts and sends `frame`, which another shard read.
+    pub(crate) fn send_foreign_frame(
+        &mut self,
+        device: &mut Device,
+        now: Instant,
+        frame: &[u8],
+        io: &mut impl ShardIo,
+    ) {
+        send(
+            frame,
+            &mut self.out,
+            self.vnet,
+            self.mtu,
+            &mut self.stats,
+            device,
+            now,
+            io,
+        );
+    }
+}
+
+/// Splits `frame` into segments written straight into `out` at their messages' places,
+/// encrypts them in place, and sends each run of equal-sized messages to one endpoint with
+/// one GSO send.
+#[allow(clippy::too_many_arguments)]
+fn send(
+    frame: &[u8],
+    out: &mut [u8],
+    vnet: bool,
+    mtu: usize,
+    stats: &mut PathStats,
+    device: &mut Device,
+    now: Instant,
+    io: &mut impl ShardIo,
+) {
+    stats.tun_frames += 1;
+    let parsed = if vnet {
+        SuperPacket::from_frame(frame)
+    } else {
+        SuperPacket::parse(&VirtioNetHdr::NONE, frame)
+    };
+    let Ok(sp) = parsed else {
+        stats.tx_bad_frames += 1;
+        return;
+    };
+    let mut run: Option<Run> = None;
+    let mut cursor = 0usize;
+    for i in 0..sp.segment_count() {
+        let Some(seg_len) = sp.segment_len(i) else {
+            break;
         };
-        let parsed = if *vnet {
-            SuperPacket::from_frame(frame)
-        } else {
-            SuperPacket::parse(&VirtioNetHdr::NONE, frame)
+        let need = buffer_len_for(seg_len, mtu);
+        let full = run.is_some_and(|r| {
+            r.closed || r.count >= MAX_GSO_SEGMENTS || cursor + need > MAX_GSO_PAYLOAD
+        });
+        if full {
+            flush(out, stats, run.take(), cursor, io);
+            cursor = 0;
+        }
+        let Some(slot) = out.get_mut(cursor..cursor + need) else {
+            break;
         };
-        let Ok(sp) = parsed else {
+        let Some(body) = slot.get_mut(TRANSPORT_HEADER_LEN..) else {
+            break;
+        };
+        if sp.write_segment(i, body).is_err() {
             stats.tx_bad_frames += 1;
-            return;
+            break;
+        }
+        stats.tx_segments += 1;
+        let Encapsulated::Send {
+            endpoint: Endpoint::Udp(to),
+            len,
+            ..
+        } = device.encapsulate(now, slot, seg_len)
+        else {
+            // Staged, dropped, or for a relay: the slot is free again.
+            continue;
         };
-        let mut run: Option<Run> = None;
-        let mut cursor = 0usize;
-        for i in 0..sp.segment_count() {
-            let Some(seg_len) = sp.segment_len(i) else {
-                break;
-            };
-            let need = buffer_len_for(seg_len, *mtu);
-            let full = run.is_some_and(|r| {
-                r.closed || r.count >= MAX_GSO_SEGMENTS || cursor + need > MAX_GSO_PAYLOAD
-            });
-            if full {
+        match run {
+            Some(mut r) if r.endpoint == to && len <= r.stride => {
+                r.count += 1;
+                r.closed = len < r.stride;
+                cursor += len;
+                run = Some(r);
+            }
+            Some(_) => {
+                // Another peer or a bigger message: send what came before, then move this
+                // message to the front of the buffer.
                 flush(out, stats, run.take(), cursor, io);
-                cursor = 0;
+                out.copy_within(cursor..cursor + len, 0);
+                cursor = len;
+                run = Some(Run {
+                    endpoint: to,
+                    stride: len,
+                    count: 1,
+                    closed: false,
+                });
             }
-            let Some(slot) = out.get_mut(cursor..cursor + need) else {
-                break;
-            };
-            let Some(body) = slot.get_mut(TRANSPORT_HEADER_LEN..) else {
-                break;
-            };
-            if sp.write_segment(i, body).is_err() {
-                stats.tx_bad_frames += 1;
-                break;
-            }
-            stats.tx_segments += 1;
-            let Encapsulated::Send {
-                endpoint: Endpoint::Udp(to),
-                len,
-                ..
-            } = device.encapsulate(now, slot, seg_len)
-            else {
-                // Staged, dropped, or for a relay: the slot is free again.
-                continue;
-            };
-            match run {
-                Some(mut r) if r.endpoint == to && len <= r.stride => {
-                    r.count += 1;
-                    r.closed = len < r.stride;
-                    cursor += len;
-                    run = Some(r);
-                }
-                Some(_) => {
-                    // Another peer or a bigger message: send what came before, then move this
-                    // message to the front of the buffer.
-                    flush(out, stats, run.take(), cursor, io);
-                    out.copy_within(cursor..cursor + len, 0);
-                    cursor = len;
-                    run = Some(Run {
-                        endpoint: to,
-                        stride: len,
-                        count: 1,
-                        closed: false,
-                    });
-                }
-                None => {
-                    cursor += len;
-                    run = Some(Run {
-                        endpoint: to,
-                        stride: len,
-                        count: 1,
-                        closed: false,
-                    });
-                }
+            None => {
+                cursor += len;
+                run = Some(Run {
+                    endpoint: to,
+                    stride: len,
+                    count: 1,
+                    closed: false,
+                });
             }
         }
-        flush(out, stats, run, cursor, io);
     }
+    flush(out, stats, run, cursor, io);
 }
 
 /// Sends the run in `out[..len]`: one GSO send, or datagram by datagram when the path MTU

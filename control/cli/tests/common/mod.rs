@@ -508,7 +508,10 @@ pub(crate) fn handshake_flood(
             pair.b.imp
         );
         ensure!(sent >= 5000, "the flood sent only {sent} packets");
-        if matches!(pair.b.imp, WgImpl::Weft(_) | WgImpl::WeftNoOffload(_)) {
+        if matches!(
+            pair.b.imp,
+            WgImpl::Weft(_) | WgImpl::WeftNoOffload(_) | WgImpl::WeftSharded(..)
+        ) {
             // The cookie defence must actually have engaged (weft logs the transition).
             let log = pair.b.daemon.log();
             ensure!(

@@ -13,9 +13,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use weft_sys::{RecvBatch, SysError, Transmit, WriteOutcome};
+use weft_wg::allowedips::AllowedIps;
 use weft_wg::Device;
 
-use super::{Ready, Shard, ShardIo};
+use super::{Ready, Shard, ShardIo, ShardState};
 use crate::engine::DropHook;
 use crate::fastpath::PathStats;
 
@@ -189,7 +190,7 @@ impl ShardIo for MemIo {
 /// One side of a [`ShardPair`].
 struct Side {
     shard: Shard,
-    device: Device,
+    state: ShardState,
     io: MemIo,
 }
 
@@ -223,7 +224,10 @@ impl ShardPair {
         let side = |device, addr, peer, inbox, outbox, frame| -> Result<Side, SysError> {
             Ok(Side {
                 shard: Shard::new("mem", true, true, mtu, Box::new(DropHook::default()))?,
-                device,
+                state: ShardState {
+                    device,
+                    routes: AllowedIps::new(),
+                },
                 io: MemIo {
                     addr,
                     peer,
@@ -270,7 +274,7 @@ impl ShardPair {
             self.now += Duration::from_micros(1);
             for (side, ready) in [(&mut self.a, ra), (&mut self.b, rb)] {
                 side.shard
-                    .turn(&mut side.io, &mut side.device, self.now, ready)?;
+                    .turn(&mut side.io, &mut side.state, self.now, ready)?;
             }
         }
         Ok(max_turns)
@@ -298,6 +302,6 @@ impl ShardPair {
 
     /// Data packets each device delivered (the cores' counters), for cross-checking.
     pub fn devices(&self) -> (&Device, &Device) {
-        (&self.a.device, &self.b.device)
+        (&self.a.state.device, &self.b.state.device)
     }
 }

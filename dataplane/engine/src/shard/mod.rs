@@ -9,17 +9,20 @@
 //! path's own buffer, and a receive batch lands in the receive path's preallocated
 //! [`RecvBatch`], where it is decrypted in place.
 
+mod links;
 pub(crate) mod mem;
 mod sys;
 
 use std::time::{Duration, Instant};
 
 use weft_sys::{RecvBatch, SysError, Transmit, WriteOutcome};
-use weft_wg::{Device, Endpoint};
+use weft_wg::allowedips::AllowedIps;
+use weft_wg::{Device, Endpoint, ForeignInitiation};
 
 use crate::engine::ControlHook;
 use crate::fastpath::{PathStats, RxPath, TxPath};
 
+pub(crate) use links::{LinkStats, Links};
 pub(crate) use sys::SysIo;
 
 /// TUN frames read per turn before looking at the other sources.
@@ -28,6 +31,8 @@ const TUN_BATCH: usize = 64;
 /// core's handshake budget, so that the socket is drained quickly under a flood (see
 /// `weft_wg::device::HANDSHAKES_PER_TIMEOUT`).
 const UDP_BATCHES: usize = 4;
+/// Frames taken from other shards per turn.
+const HANDOFF_BATCH: usize = 64;
 
 /// Which sources have something to read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,11 +60,23 @@ pub(crate) trait ShardIo {
     fn udp_send(&mut self, transmits: &[Transmit<'_>]) -> Result<usize, SysError>;
 }
 
-/// The per-shard state that is not the core: packet buffers, the control hook, counters.
+/// What a shard's turn works on: its partition of the device and the table that says which
+/// shard owns each route. Both live behind the shard's own lock, which the UAPI takes too.
+pub(crate) struct ShardState {
+    /// This shard's partition of the device.
+    pub(crate) device: Device,
+    /// Prefix → owning shard, for every route of every partition (empty with one shard).
+    pub(crate) routes: AllowedIps<u16>,
+}
+
+/// The per-shard state that is not the core: packet buffers, the control hook, the rings to
+/// the other shards, counters.
 pub(crate) struct Shard {
     tx: TxPath,
     rx: RxPath,
     hook: Box<dyn ControlHook>,
+    links: Option<Links>,
+    foreign: Vec<ForeignInitiation>,
     under_load: bool,
     name: String,
 }
@@ -78,9 +95,40 @@ impl Shard {
             tx: TxPath::new(vnet, mtu),
             rx: RxPath::new(vnet, uso)?,
             hook,
+            links: None,
+            foreign: Vec::new(),
             under_load: false,
             name: name.to_owned(),
         })
+    }
+
+    /// Connects the shard to the others (see [`Links::mesh`]).
+    pub(crate) fn set_links(&mut self, links: Links) {
+        self.links = Some(links);
+    }
+
+    /// Hand-off counters (zero with one shard).
+    pub(crate) fn link_stats(&self) -> LinkStats {
+        self.links.as_ref().map(|l| l.stats).unwrap_or_default()
+    }
+
+    /// Announces that the shard is about to block in [`ShardIo::wait`]; `false` if frames from
+    /// other shards wait (then do not block). Call [`Shard::end_sleep`] after waking.
+    pub(crate) fn prepare_sleep(&mut self) -> bool {
+        self.links.as_mut().is_none_or(Links::prepare_sleep)
+    }
+
+    /// See [`Shard::prepare_sleep`].
+    pub(crate) fn end_sleep(&mut self) {
+        if let Some(l) = self.links.as_mut() {
+            l.end_sleep();
+        }
+    }
+
+    /// Initiations from peers that other shards hold, collected during the last turns; the
+    /// caller hands them over once it no longer holds this shard's lock.
+    pub(crate) fn take_foreign(&mut self) -> Vec<ForeignInitiation> {
+        std::mem::take(&mut self.foreign)
     }
 
     /// Replaces the handler of STUN and disco datagrams.
@@ -102,15 +150,33 @@ impl Shard {
     pub(crate) fn turn(
         &mut self,
         io: &mut impl ShardIo,
-        device: &mut Device,
+        state: &mut ShardState,
         now: Instant,
         ready: Ready,
     ) -> Result<(), SysError> {
+        let ShardState { device, routes } = state;
         if ready.tun {
             for _ in 0..TUN_BATCH {
                 let Some(n) = self.tx.read(io)? else { break };
+                if let Some(links) = self.links.as_mut() {
+                    let owner = self
+                        .tx
+                        .destination(self.tx.frame(n))
+                        .and_then(|dst| routes.lookup(dst))
+                        .map(|&k| usize::from(k));
+                    if let Some(owner) = owner.filter(|&k| k != links.me()) {
+                        links.hand_off(owner, self.tx.frame(n));
+                        continue;
+                    }
+                }
                 self.tx.send_frame(device, now, n, io);
             }
+        }
+        if let Some(links) = self.links.as_mut() {
+            let tx = &mut self.tx;
+            links.drain(HANDOFF_BATCH, |frame| {
+                tx.send_foreign_frame(device, now, frame, io);
+            });
         }
         if ready.udp {
             for _ in 0..UDP_BATCHES {
@@ -121,6 +187,9 @@ impl Shard {
         }
         if device.poll_timeout().is_some_and(|t| t <= now) {
             device.handle_timeout(now);
+        }
+        while let Some(f) = device.poll_foreign() {
+            self.foreign.push(f);
         }
         self.log_load_change(device, now);
         // Handshakes, cookie replies, keepalives and flushed packets: the same batched sender

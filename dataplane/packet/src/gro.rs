@@ -15,6 +15,11 @@
 //! without extension headers (payload length equal to the packet), carries TCP or (if enabled)
 //! UDP, has a non-empty payload, and its TCP/UDP checksum verifies — a merged frame goes out
 //! with `NEEDS_CSUM`, so an unverified segment would otherwise have its corruption "repaired".
+//! A caller whose packets are already authenticated may skip that last check
+//! ([`GroTable::trust_l4_checksums`]): WireGuard's Poly1305 tag proves the packet is the one the
+//! peer sealed, so its checksum can only be wrong if the peer computed it wrong, and the kernel's
+//! WireGuard marks every decrypted packet `CHECKSUM_UNNECESSARY` for that reason. Verifying is
+//! a full pass over every byte received (about 4 % of the receiving side's CPU at 5 Gb/s here).
 //! TCP segments with URG, RST or SYN never merge; UDP needs a non-zero checksum and a length
 //! field equal to the datagram (the kernel's rules).
 //!
@@ -226,6 +231,7 @@ const NO_NEXT: u32 = u32::MAX;
 pub struct GroTable {
     capacity: usize,
     udp: bool,
+    verify_l4: bool,
     batches: Vec<Batch>,
     /// Open batches: key digest and index into `batches`.
     open: Vec<(u32, u32)>,
@@ -243,10 +249,18 @@ impl GroTable {
         Self {
             capacity,
             udp,
+            verify_l4: true,
             batches: Vec::with_capacity(capacity),
             open: Vec::with_capacity(capacity),
             next: vec![NO_NEXT; capacity],
         }
+    }
+
+    /// Stops verifying TCP/UDP checksums before merging, for packets whose integrity the
+    /// caller has already established (decrypted and authenticated WireGuard packets): see
+    /// the module documentation. IPv4 header checksums are still verified.
+    pub fn trust_l4_checksums(&mut self) {
+        self.verify_l4 = false;
     }
 
     /// The most packets coalesced together in one pass.
@@ -306,7 +320,7 @@ impl GroTable {
         if let Some(n) = self.next.get_mut(i as usize) {
             *n = NO_NEXT;
         }
-        let class = classify(packet, self.udp);
+        let class = classify(packet, self.udp, self.verify_l4);
         let key = match class {
             Class::Opaque => None,
             Class::Alone(key) => Some(key),
@@ -492,7 +506,7 @@ fn append<P: AsRef<[u8]>>(
 }
 
 /// Classifies one packet (see the module doc for the candidate rules).
-fn classify(packet: &[u8], udp: bool) -> Class {
+fn classify(packet: &[u8], udp: bool, verify_l4: bool) -> Class {
     let Ok(ip) = IpHeader::parse(packet) else {
         return Class::Opaque;
     };
@@ -588,10 +602,12 @@ fn classify(packet: &[u8], udp: bool) -> Class {
     if !plain || !l4_ok || payload_len == 0 || packet.len() > MAX_IP_LEN {
         return Class::Alone(key);
     }
-    let mut sum = ip.pseudo_header(protocol_no, l4.len() as u32);
-    sum.add_bytes(l4);
-    if !sum.is_valid() {
-        return Class::Alone(key);
+    if verify_l4 {
+        let mut sum = ip.pseudo_header(protocol_no, l4.len() as u32);
+        sum.add_bytes(l4);
+        if !sum.is_valid() {
+            return Class::Alone(key);
+        }
     }
     Class::Candidate(Candidate {
         key,

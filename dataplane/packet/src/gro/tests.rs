@@ -374,6 +374,41 @@ fn unverifiable_or_odd_packets_are_emitted_alone() {
 }
 
 #[test]
+fn trusted_l4_checksums_are_not_verified_but_everything_else_is() {
+    let spec = Spec::tcp4();
+    let good = stream(&spec, 500, 2);
+    let mut trusting = GroTable::new(64, true);
+    trusting.trust_l4_checksums();
+
+    // A wrong TCP checksum (a payload byte flipped after it was computed) merges...
+    let mut bad_l4 = good.clone();
+    bad_l4[1][45] ^= 1;
+    let out = merge_with(&mut trusting, &bad_l4, SCRATCH_LEN);
+    assert_eq!(shape(&out), [2]);
+    // ...carrying the bytes as received, under the pseudo-header sum the kernel completes.
+    let Out::Merged { frame, .. } = &out[0] else {
+        panic!("not merged");
+    };
+    assert_eq!(frame.last(), bad_l4[1].last());
+    assert_eq!(frame[VNET_HDR_LEN + 40 + 500 + 5], bad_l4[1][45]);
+
+    // The IPv4 header checksum and every other rule still apply.
+    let mut bad_ip = good.clone();
+    bad_ip[1][11] ^= 1;
+    assert_eq!(
+        shape(&merge_with(&mut trusting, &bad_ip, SCRATCH_LEN)),
+        [1, 1]
+    );
+    let mut padded = good.clone();
+    padded[1].push(0);
+    assert_eq!(
+        shape(&merge_with(&mut trusting, &padded, SCRATCH_LEN)),
+        [1, 1]
+    );
+    assert_eq!(shape(&merge_with(&mut trusting, &good, SCRATCH_LEN)), [2]);
+}
+
+#[test]
 fn zero_payload_and_zero_udp_checksum_are_not_merged() {
     let spec = Spec::tcp4();
     let ack = spec.packet(&[]);

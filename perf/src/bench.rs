@@ -55,8 +55,12 @@ const IPERF_SLACK: Duration = Duration::from_secs(30);
 pub(crate) enum PairKind {
     /// Raw veth, no tunnel: the ceiling.
     Veth,
-    /// weft on both sides.
+    /// weft on both sides (one shard per core, the default).
     Weft,
+    /// weft on both sides with one shard each (`--shards 1`).
+    #[value(name = "weft1")]
+    #[serde(rename = "weft1")]
+    WeftOneShard,
     /// wireguard-go on both sides.
     Go,
     /// boringtun on both sides.
@@ -67,9 +71,10 @@ pub(crate) enum PairKind {
 
 impl PairKind {
     /// Every pair, in table order.
-    pub(crate) const ALL: [PairKind; 5] = [
+    pub(crate) const ALL: [PairKind; 6] = [
         PairKind::Veth,
         PairKind::Weft,
+        PairKind::WeftOneShard,
         PairKind::Go,
         PairKind::Boringtun,
         PairKind::Mixed,
@@ -80,6 +85,7 @@ impl PairKind {
         match self {
             Self::Veth => "veth (no tunnel)",
             Self::Weft => "weft↔weft",
+            Self::WeftOneShard => "weft↔weft 1 shard",
             Self::Go => "wg-go↔wg-go",
             Self::Boringtun => "boringtun↔boringtun",
             Self::Mixed => "weft↔wg-go",
@@ -91,6 +97,10 @@ impl PairKind {
         match self {
             Self::Veth => None,
             Self::Weft => Some((w(), w())),
+            Self::WeftOneShard => {
+                let one = || WgImpl::WeftSharded(weft.to_path_buf(), 1);
+                Some((one(), one()))
+            }
             Self::Go => Some((WgImpl::WireguardGo, WgImpl::WireguardGo)),
             Self::Boringtun => Some((WgImpl::Boringtun, WgImpl::Boringtun)),
             Self::Mixed => Some((w(), WgImpl::WireguardGo)),

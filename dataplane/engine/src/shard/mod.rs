@@ -173,6 +173,7 @@ impl Shard {
             }
         }
         if let Some(links) = self.links.as_mut() {
+            links.flush();
             let tx = &mut self.tx;
             links.drain(HANDOFF_BATCH, |frame| {
                 tx.send_foreign_frame(device, now, frame, io);

@@ -123,21 +123,32 @@ fn add_allowed_ip(
 }
 
 /// Which part routes each prefix: what a shard consults to hand a TUN frame to the shard that
-/// owns its destination peer. Rebuilt after every `set` (control-plane work, not per packet).
+/// owns its destination peer. Rebuilt after every `set` (control-plane work, not per packet):
+/// one pass over each part's routes.
 pub(crate) fn routes(parts: &[&mut Device]) -> AllowedIps<u16> {
     let mut table = AllowedIps::new();
     for (k, d) in parts.iter().enumerate() {
         let Ok(k) = u16::try_from(k) else { continue };
-        for id in d.peer_ids() {
-            if let Some(info) = d.peer_info(id) {
-                for (addr, cidr) in info.allowed_ips {
-                    // Routes are unique across parts, so this never replaces another's.
-                    let _ = table.insert(addr, cidr, k);
-                }
-            }
+        for (addr, cidr, _) in d.routes() {
+            // Routes are unique across parts, so this never replaces another's.
+            let _ = table.insert(addr, cidr, k);
         }
     }
     table
+}
+
+/// Tells every part which prefixes the others route (`Device::set_routes_elsewhere`), so that
+/// longest-prefix matching — for sending and for checking a decrypted packet's source — sees
+/// every peer's allowed IPs, as in one undivided device.
+pub(crate) fn share_routes(parts: &mut [&mut Device], table: &AllowedIps<u16>) {
+    for (k, d) in parts.iter_mut().enumerate() {
+        d.set_routes_elsewhere(
+            table
+                .iter()
+                .filter(|&(_, _, &owner)| usize::from(owner) != k)
+                .map(|(addr, cidr, _)| (addr, cidr)),
+        );
+    }
 }
 
 /// IPv4-mapped IPv6 addresses become plain IPv4, so that one peer address has one form.
@@ -175,5 +186,86 @@ pub(crate) fn snapshot(parts: &[&mut Device], sockets: &SocketGroup) -> DeviceSn
         listen_port: sockets.port(),
         fwmark: sockets.fwmark(),
         peers,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests pick their own clock
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::time::{Duration, Instant};
+
+    use weft_keys::PrivateKey;
+
+    use super::*;
+    use crate::uapi::PeerUpdate;
+
+    fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    /// A public key that `owner_of` puts in part `part` of 2.
+    fn key_in(part: usize, salt: u8) -> PublicKey {
+        (0u8..=255)
+            .map(|i| PrivateKey::from_bytes([salt ^ i; 32]).public_key())
+            .find(|k| owner_of(k, 2) == part)
+            .expect("a key for each part among 256")
+    }
+
+    fn partitions() -> Vec<Device> {
+        let now = Instant::now();
+        (0..2u32)
+            .map(|k| {
+                let mut d = Device::new([k as u8; 32], now, Duration::from_secs(1));
+                d.set_index_partition(k, 2);
+                d
+            })
+            .collect()
+    }
+
+    fn set(parts: &mut [Device], sockets: &mut SocketGroup, req: SetRequest) {
+        let mut refs: Vec<&mut Device> = parts.iter_mut().collect();
+        apply_set(&mut refs, sockets, req, Instant::now()).unwrap();
+        let table = routes(&refs);
+        share_routes(&mut refs, &table);
+    }
+
+    #[test]
+    fn routes_are_unique_and_shared_across_parts() {
+        let mut parts = partitions();
+        let mut sockets = SocketGroup::bind(0, 0, 1).unwrap();
+        let (a, b) = (key_in(0, 1), key_in(1, 2));
+        let mut pa = PeerUpdate::new(a);
+        pa.allowed_ips = vec![(v4(10, 0, 0, 0), 8)];
+        let mut pb = PeerUpdate::new(b);
+        pb.allowed_ips = vec![(v4(10, 1, 2, 3), 32)];
+        let req = SetRequest {
+            peers: vec![pa, pb],
+            ..SetRequest::default()
+        };
+        set(&mut parts, &mut sockets, req);
+        let (ida, idb) = (parts[0].peer_id(&a).unwrap(), parts[1].peer_id(&b).unwrap());
+        assert!(parts[1].peer_id(&a).is_none() && parts[0].peer_id(&b).is_none());
+        // Each part sees the whole table: the /32 is B's, even from A's part.
+        assert_eq!(parts[0].route(v4(10, 1, 2, 3)), None);
+        assert_eq!(parts[0].route(v4(10, 9, 9, 9)), Some(ida));
+        assert_eq!(parts[1].route(v4(10, 1, 2, 3)), Some(idb));
+        assert_eq!(parts[1].route(v4(10, 9, 9, 9)), None);
+
+        // Moving the /32 to A takes it from B's part, and the shared view follows.
+        let mut pa = PeerUpdate::new(a);
+        pa.allowed_ips = vec![(v4(10, 1, 2, 3), 32)];
+        let req = SetRequest {
+            peers: vec![pa],
+            ..SetRequest::default()
+        };
+        set(&mut parts, &mut sockets, req);
+        assert_eq!(parts[0].route(v4(10, 1, 2, 3)), Some(ida));
+        assert_eq!(parts[1].route(v4(10, 1, 2, 3)), None);
+        assert!(parts[1].peer_info(idb).unwrap().allowed_ips.is_empty());
+        let snap = snapshot(&parts.iter_mut().collect::<Vec<_>>(), &sockets);
+        assert_eq!(snap.peers.len(), 2);
+        let total: usize = snap.peers.iter().map(|p| p.allowed_ips.len()).sum();
+        assert_eq!(total, 2, "{snap:?}");
     }
 }

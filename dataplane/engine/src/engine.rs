@@ -68,7 +68,8 @@ pub enum EngineError {
 /// Receives the datagrams on the WireGuard port that are not WireGuard (STUN, disco). Each
 /// shard has its own (see [`Engine::set_control_hooks`]).
 pub trait ControlHook: Send {
-    /// Handles one datagram. Runs on a shard's loop: must not block.
+    /// Handles one datagram. Runs on a shard's loop while it holds its lock: must not block,
+    /// and must not call back into the engine (a UAPI request would wait for that lock).
     fn on_datagram(&mut self, kind: PacketKind, from: SocketAddr, datagram: &[u8]);
 }
 
@@ -407,10 +408,22 @@ impl Engine {
     }
 }
 
-/// One shard's loop. Returns when the engine stops, and stops the engine when it returns.
+/// Stops every shard when dropped: when a shard's loop returns, and also when it unwinds from
+/// a panic, so that one dead shard never leaves the others serving a part of the device.
+struct StopOnExit<'a>(&'a Shared);
+
+impl Drop for StopOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.stop_all();
+    }
+}
+
+/// One shard's loop. Returns when the engine stops, and stops the engine when it returns or
+/// panics.
 fn run_shard(shared: &Shared, mut w: Worker) -> Result<(), EngineError> {
+    let stop = StopOnExit(shared);
     let result = shard_loop(shared, &mut w);
-    shared.stop_all();
+    drop(stop);
     let (tx, rx) = w.shard.stats();
     let links = w.shard.link_stats();
     let foreign_initiations = shared
@@ -511,7 +524,9 @@ fn handle_uapi(
                 // Even a failed request may have changed peers or replaced the sockets before
                 // failing: republish both either way.
                 let routes = if parts.len() > 1 {
-                    apply::routes(&parts)
+                    let table = apply::routes(&parts);
+                    apply::share_routes(&mut parts, &table);
+                    table
                 } else {
                     AllowedIps::new()
                 };

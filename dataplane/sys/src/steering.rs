@@ -178,7 +178,10 @@ pub fn bind_udp_group(
 ///
 /// ```text
 /// if len < 8                      return HASH   // too short for any WireGuard message
-/// if payload[0] not in 2..=4      return HASH   // initiation (1), STUN, disco, junk
+/// if payload[0] == 2                            // response: the receiver follows the sender
+///     if len < 12                 return HASH
+///     return u32::from_le_bytes(payload[8..12]) % shards
+/// if payload[0] not in 3..=4      return HASH   // initiation (1), STUN, disco, junk
 /// return u32::from_le_bytes(payload[4..8]) % shards
 /// ```
 ///

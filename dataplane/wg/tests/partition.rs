@@ -198,3 +198,76 @@ fn unroute_removes_an_exact_prefix_from_whoever_holds_it() {
     assert!(d.route(addr).is_none());
     assert!(!d.unroute(addr, 32));
 }
+
+/// Completes I's handshake with partition `owner` directly.
+fn establish(s: &mut Split, owner: usize) {
+    let now = s.now;
+    let id = s.i.peer_ids()[0];
+    s.i.initiate_handshake(id, now);
+    let mut init = s.i.poll_transmit().unwrap().payload;
+    s.parts[owner].decapsulate(now, ep(1, 1), &mut init);
+    s.parts[owner].handle_timeout(now);
+    let mut resp = s.parts[owner].poll_transmit().unwrap().payload;
+    s.i.decapsulate(now, ep(2, 2), &mut resp);
+    s.i.handle_timeout(now);
+    while s.i.poll_transmit().is_some() {}
+}
+
+/// Seals `pkt` at I and opens it at partition `owner`.
+fn from_i(s: &mut Split, owner: usize, pkt: &[u8]) -> Decapsulated {
+    let mut buf = vec![0u8; 16 + pkt.len() + 32];
+    buf[16..16 + pkt.len()].copy_from_slice(pkt);
+    let Encapsulated::Send { len, .. } = s.i.encapsulate(s.now, &mut buf, pkt.len()) else {
+        panic!("no session");
+    };
+    s.parts[owner].decapsulate(s.now, ep(1, 1), &mut buf[..len])
+}
+
+#[test]
+fn routes_held_elsewhere_count_in_source_checks_and_routing() {
+    // Partition 1 holds I with 10.0.0.0/8; partition 0 (another peer) holds 10.1.2.3/32 and
+    // 10.200.0.0/16. As in one undivided device, I may not use 10.1.2.3 as its source, and
+    // partition 1 must not send 10.1.2.3's packets to I.
+    let mut s = split(2, 1);
+    let v4 = |a, b, c, d| IpAddr::V4(Ipv4Addr::new(a, b, c, d));
+    let id = s.parts[1].peer_ids()[0];
+    s.parts[1].add_allowed_ip(id, v4(10, 0, 0, 0), 8).unwrap();
+    s.parts[1].set_routes_elsewhere([(v4(10, 1, 2, 3), 32), (v4(10, 200, 0, 0), 16)]);
+    establish(&mut s, 1);
+
+    let spoofed = from_i(&mut s, 1, &ipv4([10, 1, 2, 3], [10, 0, 0, 2], 50));
+    assert_eq!(
+        spoofed,
+        Decapsulated::Dropped(weft_wg::RxDrop::SourceNotAllowed)
+    );
+    let spoofed = from_i(&mut s, 1, &ipv4([10, 200, 9, 9], [10, 0, 0, 2], 50));
+    assert_eq!(
+        spoofed,
+        Decapsulated::Dropped(weft_wg::RxDrop::SourceNotAllowed)
+    );
+    let fine = from_i(&mut s, 1, &ipv4([10, 5, 5, 5], [10, 0, 0, 2], 50));
+    assert!(matches!(fine, Decapsulated::Packet { .. }), "{fine:?}");
+
+    let d = &mut s.parts[1];
+    assert_eq!(d.route(v4(10, 1, 2, 3)), None);
+    assert_eq!(d.route(v4(10, 1, 2, 4)), Some(id));
+    let pkt = ipv4([10, 0, 0, 2], [10, 1, 2, 3], 20);
+    let mut buf = vec![0u8; 16 + pkt.len() + 32];
+    buf[16..16 + pkt.len()].copy_from_slice(&pkt);
+    assert_eq!(
+        d.encapsulate(s.now, &mut buf, pkt.len()),
+        Encapsulated::Dropped(weft_wg::TxDrop::NoRoute)
+    );
+    // Own routes only, in `routes()` and in what `get` reports.
+    let own: Vec<_> = d.routes().map(|(a, c, _)| (a, c)).collect();
+    assert_eq!(own.len(), 2, "{own:?}");
+    assert!(!own.contains(&(v4(10, 1, 2, 3), 32)));
+    assert_eq!(d.peer_info(id).unwrap().allowed_ips.len(), 2);
+
+    // Replacing the set forgets the old one; an own prefix is never taken over.
+    d.set_routes_elsewhere([(v4(10, 0, 0, 0), 8)]);
+    assert_eq!(d.route(v4(10, 1, 2, 3)), Some(id));
+    assert_eq!(d.route(v4(10, 200, 1, 1)), Some(id));
+    let fine = from_i(&mut s, 1, &ipv4([10, 1, 2, 3], [10, 0, 0, 2], 50));
+    assert!(matches!(fine, Decapsulated::Packet { .. }), "{fine:?}");
+}

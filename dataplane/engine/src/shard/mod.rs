@@ -155,6 +155,14 @@ impl Shard {
         ready: Ready,
     ) -> Result<(), SysError> {
         let ShardState { device, routes } = state;
+        // Frames other shards read for this shard's peers first: when the TUN driver moves a
+        // flow to this shard's queue, its older frames are still in a ring.
+        if let Some(links) = self.links.as_mut() {
+            let tx = &mut self.tx;
+            links.drain(HANDOFF_BATCH, |frame| {
+                tx.send_foreign_frame(device, now, frame, io);
+            });
+        }
         if ready.tun {
             for _ in 0..TUN_BATCH {
                 let Some(n) = self.tx.read(io)? else { break };
@@ -174,10 +182,6 @@ impl Shard {
         }
         if let Some(links) = self.links.as_mut() {
             links.flush();
-            let tx = &mut self.tx;
-            links.drain(HANDOFF_BATCH, |frame| {
-                tx.send_foreign_frame(device, now, frame, io);
-            });
         }
         if ready.udp {
             for _ in 0..UDP_BATCHES {

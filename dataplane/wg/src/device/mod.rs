@@ -188,6 +188,11 @@ pub struct Device {
     foreign: VecDeque<ForeignInitiation>,
 }
 
+/// The value of a route that another partition holds (see [`Device::set_routes_elsewhere`]):
+/// never a peer of this device, so a lookup that lands on it routes nowhere and matches no
+/// peer's source address. `add_peer` never hands out this id.
+const ELSEWHERE: PeerId = PeerId(u32::MAX);
+
 fn jitter(rng: &mut ChaCha20Rng) -> Duration {
     Duration::from_millis(u64::from(rng.next_u32()) % REKEY_TIMEOUT_JITTER_MAX_MS)
 }
@@ -291,6 +296,35 @@ impl Device {
         self.allowed.remove(addr, cidr).is_some()
     }
 
+    /// Tells a partition which prefixes the *other* partitions route, replacing what it was
+    /// told before. They take part in longest-prefix matching like this partition's own
+    /// allowed IPs, but lead to no peer: a packet to such a prefix is not sent (`NoRoute`), and
+    /// a decrypted packet whose source falls under one is dropped (`SourceNotAllowed`) even if
+    /// a shorter prefix of its own peer covers it — so a sharded device checks sources exactly
+    /// as one device holding every peer would. A prefix this partition routes itself is left
+    /// to its peer.
+    pub fn set_routes_elsewhere(&mut self, prefixes: impl IntoIterator<Item = (IpAddr, u8)>) {
+        self.allowed.remove_by_value(&ELSEWHERE);
+        for (addr, cidr) in prefixes {
+            match self.allowed.remove(addr, cidr) {
+                Some(own) => {
+                    let _ = self.allowed.insert(addr, cidr, own);
+                }
+                None => {
+                    let _ = self.allowed.insert(addr, cidr, ELSEWHERE);
+                }
+            }
+        }
+    }
+
+    /// This partition's own routes: every allowed IP of every peer, with the peer.
+    pub fn routes(&self) -> impl Iterator<Item = (IpAddr, u8, PeerId)> + '_ {
+        self.allowed
+            .iter()
+            .filter(|&(_, _, id)| *id != ELSEWHERE)
+            .map(|(addr, cidr, id)| (addr, cidr, *id))
+    }
+
     fn unix_time(&self, at: Instant) -> Duration {
         let (base, unix) = self.clock_base;
         match at.checked_duration_since(base) {
@@ -363,7 +397,8 @@ impl Device {
             return id;
         }
         let id = PeerId(self.next_peer_id);
-        self.next_peer_id = self.next_peer_id.wrapping_add(1);
+        // Wraps past ELSEWHERE's number (after four billion peers), never onto it.
+        self.next_peer_id = self.next_peer_id.wrapping_add(1) % ELSEWHERE.0;
         let ss = self
             .identity
             .as_ref()
@@ -464,7 +499,10 @@ impl Device {
 
     /// The peer that `addr` routes to.
     pub fn route(&self, addr: IpAddr) -> Option<PeerId> {
-        self.allowed.lookup(addr).copied()
+        self.allowed
+            .lookup(addr)
+            .copied()
+            .filter(|&id| id != ELSEWHERE)
     }
 
     /// What the UAPI reports about a peer.

@@ -23,18 +23,18 @@ forbid() { # forbid CRATE DEP... : CRATE must not depend on any DEP, even indire
 # Rule 1: core crates depend on no runtime, no sockets, no platform crate.
 # (libc arrives indirectly through ring/getrandom for randomness and CPU features; cores may
 # not use it themselves.)
-for core in weft-keys weft-packet weft-wg weft-handoff; do
+for core in weft-keys weft-packet weft-wg weft-handoff weft-filter; do
   forbid "$core" tokio mio weft-sys weft-dataplane anyhow clap tracing-subscriber
   DEPTH=1 forbid "$core" libc socket2 nix
 done
 # Rule 2/3: the dataplane never depends on control/ crates.
-for dp in weft-keys weft-packet weft-wg weft-handoff weft-sys weft-dataplane; do
+for dp in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-sys weft-dataplane; do
   forbid "$dp" weft-cli weft-testkit
 done
 # weft-sys knows no protocol.
 forbid weft-sys weft-wg weft-keys weft-packet weft-handoff
 # Rule 5: anyhow, clap and tracing-subscriber only in binaries and the testkit.
-for lib in weft-keys weft-packet weft-wg weft-handoff weft-sys weft-dataplane; do
+for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-sys weft-dataplane; do
   forbid "$lib" anyhow clap tracing-subscriber
 done
 

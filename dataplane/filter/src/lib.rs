@@ -1,0 +1,109 @@
+//! The tailnet packet filter: the rules a control server sends in a netmap's `PacketFilter`,
+//! and the verdict on each packet a peer sends to this node.
+//!
+//! This crate is the specification of weft's filter: the data plane runs it in userspace
+//! wherever the eBPF program is not loaded, and the eBPF program must give the same verdict
+//! on every packet (the same table of crafted packets runs through both). Its semantics are
+//! those of the official client (`wgengine/filter` and `net/packet` in tailscale, and
+//! `../shared/docs/tailscale-protocol.md` §9.2), so a tailnet that mixes weft and official
+//! nodes behaves the same on both; the deliberate differences are listed below.
+//!
+//! Like every weft core it does no I/O, reads no clock, holds no lock and cannot be made to
+//! panic by any input. It depends on `weft-packet` (the IP and transport header views), `serde`
+//! and `thiserror` only; shells (`weft-dataplane`) depend on it, never the reverse.
+//!
+//! # Use
+//! [`rules::compile`] turns the wire [`FilterRule`]s into [`Rule`]s (how bad entries are
+//! handled is in [`rules`]); [`Filter::new`] takes them with the node's *local nets* (its own
+//! addresses and the routes it serves); [`Filter::check_inbound`] gives a [`Verdict`] for one
+//! decrypted IP packet from a peer, with a [`DropReason`] for the counters.
+//!
+//! # Semantics (inbound only; outbound packets are not filtered)
+//! In this order:
+//! 1. An empty packet is accepted (the official client's keep-alive case; weft never writes
+//!    one to the TUN). Fewer than 20 bytes, a version other than 4 or 6, a packet shorter
+//!    than its IP length field, or a transport header that does not fit are dropped
+//!    ([`DropReason::TooShort`], [`DropReason::BadVersion`], [`DropReason::Truncated`],
+//!    [`DropReason::Malformed`]). Bytes after the IP length are ignored.
+//! 2. Protocol 0 (IPv6 Hop-by-Hop), 255 and a fragmented TSMP packet are dropped
+//!    ([`DropReason::UnknownProtocol`]); so is a non-first fragment whose offset is below 80
+//!    bytes, which could overlap a transport header (RFC 1858; [`DropReason::FragmentOverlap`]).
+//! 3. A multicast destination (`224.0.0.0/4`, `ff00::/8`) or a link-local unicast one
+//!    (`169.254.0.0/16` except `169.254.169.254`, `fe80::/10`) is dropped.
+//! 4. A non-first fragment is accepted (its transport header is in the first fragment, which
+//!    was checked; the receiving kernel drops fragments it cannot reassemble). Like the
+//!    official client, this happens before the local-nets check.
+//! 5. The destination must be in the local nets ([`DropReason::NotLocal`]).
+//! 6. By protocol (a rule *matches* when the protocol is in its set, the source in one of its
+//!    source prefixes and the destination address and port in one of its destinations):
+//!    * ICMP (ICMPv4 in IPv4, ICMPv6 in IPv6): echo replies (code 0) and errors are accepted;
+//!      anything else is accepted if *any* rule, whatever its protocols and ports, has the
+//!      source and the destination address ("if any port is open, ICMP is too").
+//!    * TCP: a segment without SYN, or with SYN and ACK, is accepted (return traffic of
+//!      outbound connections; a connection cannot be opened without a bare SYN). A bare SYN
+//!      needs a matching rule.
+//!    * UDP and SCTP: need a matching rule.
+//!    * TSMP (99): accepted.
+//!    * anything else: accepted if a rule for that protocol has the source and the
+//!      destination with *all* ports (0–65535).
+//!
+//!    Otherwise [`DropReason::NoRule`].
+//!
+//! IPv6 extension headers are handled as the official client handles them: only a Fragment
+//! header directly after the fixed header is walked (first fragment: the transport header
+//! behind it is checked as in an unfragmented packet; later fragments: step 4). Hop-by-Hop
+//! (next header 0) is dropped in step 2; any other extension header (Routing, Destination
+//! Options, AH, ESP, a second Fragment header) is taken as the protocol of the packet, so it
+//! is dropped unless a rule names that protocol number with all ports.
+//!
+//! # Deliberate differences from the official client
+//! * **No reverse-flow cache for UDP/SCTP.** The official client records outbound UDP/SCTP
+//!   flows in a 512-entry LRU and accepts the replies without a rule. This matcher is
+//!   stateless (it is the specification of a stateless eBPF program); until weft has a flow
+//!   table, replies to outbound UDP need a rule. Not yet done, not a design choice.
+//! * **`cap:` sources never match** (they need the peer-capability map of the netmap).
+//!   They are parsed and kept in [`Rule::src_caps`]. Not yet done.
+//! * **Stricter header checks.** An IPv4 header length below 5 words is dropped (the official
+//!   client then reads the transport header from inside the IP header); the transport header
+//!   must fit inside the IP length, not merely inside the buffer; a TCP data offset below 5 or
+//!   past the packet is dropped. Every such packet is refused by the receiving stack anyway,
+//!   and these checks keep a parser's view of the packet equal to the kernel's.
+//! * **ICMPv4 errors are types 3, 11, 12 and 18.** The official client lists Parameter
+//!   Problem as `0x12` (18, Address Mask Reply) instead of 12; weft accepts type 12 as the
+//!   error it is and keeps 18 so that it never drops what an official node accepts.
+//! * No ingress or link-local hooks (extensions of the official client); no logging.
+//!
+//! # Towards eBPF maps
+//! Rules are kept in a form a tc program can look up without loops over rules: per family,
+//! every source prefix and every destination prefix is already a CIDR (`*` is `0/0` and
+//! `::/0`, ranges are split into their minimal CIDR cover), ports are one inclusive range per
+//! destination and protocols a 256-bit set ([`ProtoSet::words`]). Compiled to maps: one LPM
+//! trie per family from source prefix to the bitmap of rules that list it, one from
+//! destination prefix to the bitmap of (rule, destination) entries with their port ranges, an
+//! array of protocol sets per rule, and an LPM trie of local nets. A packet is allowed when a
+//! rule is in both bitmaps, its protocol set has the packet's protocol and the port is in
+//! range (for ICMP: in both bitmaps at all; other protocols: range `0–65535`). Overlapping
+//! prefixes are handled by storing, under each prefix, the union of the bitmaps of every
+//! shorter prefix that contains it, so one longest-prefix lookup gives every matching rule.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+mod decode;
+#[doc(hidden)]
+pub mod fuzzing;
+mod matcher;
+pub mod rules;
+
+pub use decode::{Decoded, L4};
+pub use matcher::{DropReason, Filter, Verdict};
+pub use rules::{
+    compile, Compiled, Dst, EntryError, FilterRule, IpNet, IpSetError, PortRange, ProtoSet, Rule,
+    RuleError,
+};

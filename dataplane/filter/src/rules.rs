@@ -201,11 +201,7 @@ fn mask(width: u8, len: u8) -> u128 {
     } else {
         (1u128 << width) - 1
     };
-    if len == 0 {
-        0
-    } else {
-        all & !(all >> len)
-    }
+    all & !all.checked_shr(u32::from(len)).unwrap_or(0)
 }
 
 fn from_bits(v6: bool, a: u128) -> IpAddr {

@@ -1,7 +1,12 @@
 //! Packet builders shared by the integration tests: raw IPv4/IPv6 packets with any protocol,
 //! fragment fields and extension headers. Checksums are left zero (the filter reads none);
 //! TCP and UDP over plain headers come from `weft_packet::build::Spec`.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::indexing_slicing
+)]
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

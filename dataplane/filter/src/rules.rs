@@ -596,4 +596,24 @@ mod tests {
         .unwrap();
         assert!(compile(&empty_bits).is_ok());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_ip_set_never_panics(s in "\\PC{0,40}") {
+            let _ = parse_ip_set(&s);
+        }
+
+        #[test]
+        fn range_entries_cover_exactly(a in proptest::prelude::any::<u128>(), b in proptest::prelude::any::<u128>(), probe in proptest::prelude::any::<u128>()) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            let text = format!("{}-{}", Ipv6Addr::from(lo), Ipv6Addr::from(hi));
+            let IpSet::Prefixes(nets) = parse_ip_set(&text).unwrap() else { panic!("{text}") };
+            proptest::prop_assert!(nets.len() <= 2 * 128);
+            for x in [lo, hi, lo.wrapping_sub(1), hi.wrapping_add(1), probe] {
+                let inside = lo <= x && x <= hi;
+                let covered = nets.iter().any(|n| n.contains(IpAddr::V6(Ipv6Addr::from(x))));
+                proptest::prop_assert_eq!(inside, covered, "{} in {}", Ipv6Addr::from(x), text);
+            }
+        }
+    }
 }

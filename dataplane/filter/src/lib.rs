@@ -36,9 +36,11 @@
 //! 5. The destination must be in the local nets ([`DropReason::NotLocal`]).
 //! 6. By protocol (a rule *matches* when the protocol is in its set, the source in one of its
 //!    source prefixes and the destination address and port in one of its destinations):
-//!    * ICMP (ICMPv4 in IPv4, ICMPv6 in IPv6): echo replies (code 0) and errors are accepted;
-//!      anything else is accepted if *any* rule, whatever its protocols and ports, has the
-//!      source and the destination address ("if any port is open, ICMP is too").
+//!    * ICMP (ICMPv4 in IPv4, ICMPv6 in IPv6; 4 bytes of header required): echo replies
+//!      (code 0) and errors are accepted when the full 8-byte header is there; anything else
+//!      is accepted if *any* rule, whatever its protocols and ports, has the source and the
+//!      destination address ("if any port is open, ICMP is too"). ICMPv4 inside IPv6 and
+//!      ICMPv6 inside IPv4 are "anything else" below.
 //!    * TCP: a segment without SYN, or with SYN and ACK, is accepted (return traffic of
 //!      outbound connections; a connection cannot be opened without a bare SYN). A bare SYN
 //!      needs a matching rule.

@@ -480,20 +480,19 @@ fn shard_loop(shared: &Shared, w: &mut Worker) -> Result<(), EngineError> {
         }
         let foreign = w.shard.take_foreign();
         if !foreign.is_empty() {
-            forward(shared, w.k, foreign);
+            forward(shared, foreign);
         }
     }
 }
 
 /// Hands initiations for peers of other shards to their owners (after the sender released its
 /// own lock, so two shards forwarding to each other cannot deadlock).
-fn forward(shared: &Shared, me: usize, foreign: Vec<ForeignInitiation>) {
+fn forward(shared: &Shared, foreign: Vec<ForeignInitiation>) {
     let n = shared.cells.len();
     for f in foreign {
+        // When the owner is the shard that handed it out, the key is unknown to the whole
+        // device: queued as forwarded, it is dropped and counted as an unknown peer.
         let owner = apply::owner_of(&f.initiator, n);
-        if owner == me {
-            continue;
-        }
         let Some(cell) = shared.cells.get(owner) else {
             continue;
         };

@@ -120,15 +120,7 @@ fn decode4(packet: &[u8]) -> Result<Decoded, DropReason> {
     let protocol = ip.protocol();
     let offset = ip.fragment_offset();
     if offset != 0 {
-        if offset < MIN_FRAGMENT_BLOCKS {
-            return Err(DropReason::FragmentOverlap);
-        }
-        return Ok(Decoded {
-            src,
-            dst,
-            protocol,
-            l4: L4::NonFirstFragment,
-        });
+        return later_fragment(src, dst, protocol, offset);
     }
     let l4 = match protocol {
         proto::ICMPV4 => icmp(body)?,
@@ -141,6 +133,26 @@ fn decode4(packet: &[u8]) -> Result<Decoded, DropReason> {
         dst,
         protocol,
         l4,
+    })
+}
+
+/// A fragment other than the first (`offset` in 8-byte blocks, not zero): it carries no
+/// transport header, so it is decided without one — unless it starts so early that it could
+/// overwrite the first fragment's transport header.
+fn later_fragment(
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    offset: u16,
+) -> Result<Decoded, DropReason> {
+    if offset < MIN_FRAGMENT_BLOCKS {
+        return Err(DropReason::FragmentOverlap);
+    }
+    Ok(Decoded {
+        src,
+        dst,
+        protocol,
+        l4: L4::NonFirstFragment,
     })
 }
 
@@ -161,15 +173,7 @@ fn decode6(packet: &[u8]) -> Result<Decoded, DropReason> {
         protocol = frag[0];
         body = rest;
         if offset != 0 {
-            if offset < MIN_FRAGMENT_BLOCKS {
-                return Err(DropReason::FragmentOverlap);
-            }
-            return Ok(Decoded {
-                src,
-                dst,
-                protocol,
-                l4: L4::NonFirstFragment,
-            });
+            return later_fragment(src, dst, protocol, offset);
         }
     }
     let l4 = match protocol {

@@ -13,7 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use serde::de::IgnoredAny;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// IP protocol numbers the filter treats specially.
 pub mod proto {
@@ -36,25 +36,33 @@ pub mod proto {
 }
 
 /// One `FilterRule` of a netmap's `PacketFilter`, as it is on the wire.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct FilterRule {
     /// Source sets: `"*"`, an address, a masked CIDR, an inclusive range `a-b`, or `cap:…`.
     #[serde(rename = "SrcIPs", default)]
     pub src_ips: Vec<String>,
     /// The legacy source prefix lengths; a non-empty list makes the rule list unusable.
-    #[serde(rename = "SrcBits", default)]
+    #[serde(rename = "SrcBits", default, skip_serializing_if = "Option::is_none")]
     pub src_bits: Option<Vec<IgnoredAnyEq>>,
     /// Destinations with their port ranges.
     #[serde(rename = "DstPorts", default)]
     pub dst_ports: Vec<NetPortRange>,
     /// IANA protocol numbers; empty means TCP, UDP, ICMPv4, ICMPv6.
-    #[serde(rename = "IPProto", default)]
+    #[serde(rename = "IPProto", default, skip_serializing_if = "Vec::is_empty")]
     pub ip_proto: Vec<i64>,
 }
 
 /// A value whose content is ignored (the legacy `Bits` fields); only its presence matters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IgnoredAnyEq;
+
+/// Written as `null`: weft never emits the legacy fields (they are skipped when absent), so this
+/// only matters for a rule that was read with them and is written back unchanged.
+impl Serialize for IgnoredAnyEq {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_unit()
+    }
+}
 
 impl<'de> Deserialize<'de> for IgnoredAnyEq {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -63,13 +71,13 @@ impl<'de> Deserialize<'de> for IgnoredAnyEq {
 }
 
 /// One `DstPorts` entry on the wire.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 pub struct NetPortRange {
     /// The destination set, in the `SrcIPs` syntax (`cap:` not allowed).
     #[serde(rename = "IP", default)]
     pub ip: String,
     /// The legacy prefix length; its presence makes the rule list unusable.
-    #[serde(rename = "Bits", default)]
+    #[serde(rename = "Bits", default, skip_serializing_if = "Option::is_none")]
     pub bits: Option<IgnoredAnyEq>,
     /// The inclusive port range.
     #[serde(rename = "Ports", default)]
@@ -77,7 +85,9 @@ pub struct NetPortRange {
 }
 
 /// An inclusive port range; `{0, 65535}` is every port.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize,
+)]
 pub struct PortRange {
     /// First port in the range.
     #[serde(rename = "First", default)]

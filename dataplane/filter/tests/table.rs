@@ -41,3 +41,17 @@ fn deny_all_still_accepts_what_needs_no_rule() {
         }
     }
 }
+
+/// The wire types round-trip through JSON the way a control server writes them: the legacy
+/// fields and an empty `IPProto` are omitted, so official clients accept the output.
+#[test]
+fn filter_rules_serialize_in_wire_shape() {
+    let json = r#"[{"SrcIPs":["100.64.0.0/10"],"DstPorts":[{"IP":"*","Ports":{"First":22,"Last":22}}]},
+                  {"SrcIPs":["*"],"DstPorts":[{"IP":"10.0.0.0/8","Ports":{"First":0,"Last":65535}}],"IPProto":[6]}]"#;
+    let rules: Vec<weft_filter::FilterRule> = serde_json::from_str(json).unwrap();
+    let out = serde_json::to_string(&rules).unwrap();
+    assert!(!out.contains("Bits"), "{out}");
+    assert_eq!(out.matches("IPProto").count(), 1, "{out}");
+    let back: Vec<weft_filter::FilterRule> = serde_json::from_str(&out).unwrap();
+    assert_eq!(back, rules);
+}

@@ -342,3 +342,40 @@ fn netns_uring_sends_gso_and_falls_back_after_eio() {
     assert_eq!(got.len(), 30);
     assert_eq!(ring.send_slots_free(), 64, "every send slot is back");
 }
+
+#[test]
+fn drain_up_to_leaves_the_rest_in_the_completion_queue() {
+    let rx = nonblocking((Ipv4Addr::LOCALHOST, 0).into());
+    let dst = rx.local_addr().unwrap();
+    let config = UringConfig {
+        features: UdpFeatures {
+            gro: false,
+            ..UdpFeatures::default()
+        },
+        ..UringConfig::default()
+    };
+    let mut ring = UringUdp::new(&rx, &config).unwrap();
+    let tx = nonblocking((Ipv4Addr::LOCALHOST, 0).into());
+    let payloads: Vec<Vec<u8>> = (0..10).map(|i| segment(3, i, 50)).collect();
+    for p in &payloads {
+        tx.send_to(p, dst).unwrap();
+    }
+    // Arm the receive and let it complete all ten (bounded wait).
+    let mut got: Vec<Vec<u8>> = Vec::new();
+    for _ in 0..50 {
+        ring.submit_and_wait(1, Some(Duration::from_millis(100)))
+            .unwrap();
+        let n = ring
+            .drain_up_to(3, |ev| {
+                if let UringEvent::Udp { payload, .. } = ev {
+                    got.push(payload.to_vec());
+                }
+            })
+            .unwrap();
+        assert!(n <= 3, "drain_up_to(3) handled {n}");
+        if got.len() >= 10 {
+            break;
+        }
+    }
+    assert_eq!(got, payloads, "all ten, in order, three at a time at most");
+}

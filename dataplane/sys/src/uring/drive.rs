@@ -190,15 +190,34 @@ impl UringUdp {
     /// # Errors
     ///
     /// [`SysError::Io`] if flushing the submission queue fails while handling a GSO fallback.
-    pub fn drain(&mut self, mut f: impl FnMut(UringEvent<'_>)) -> Result<usize, SysError> {
+    pub fn drain(&mut self, f: impl FnMut(UringEvent<'_>)) -> Result<usize, SysError> {
+        self.drain_up_to(DRAIN_ROUNDS * DRAIN_BATCH, f)
+    }
+
+    /// [`UringUdp::drain`], handling at most `max` completions; the rest stay in the completion
+    /// queue for the next call. For a caller that copies events into bounded staging: it asks
+    /// for no more than it has room for, so nothing is dropped between the kernel and it.
+    ///
+    /// # Errors
+    ///
+    /// As [`UringUdp::drain`].
+    pub fn drain_up_to(
+        &mut self,
+        max: usize,
+        mut f: impl FnMut(UringEvent<'_>),
+    ) -> Result<usize, SysError> {
         let mut handled = 0;
         for _ in 0..DRAIN_ROUNDS {
+            let room = max.saturating_sub(handled).min(DRAIN_BATCH);
+            if room == 0 {
+                break;
+            }
             let mut batch = [(0u64, 0i32, 0u32); DRAIN_BATCH];
             let mut n = 0;
             {
                 let mut cq = self.ring.completion();
                 cq.sync();
-                for (slot, cqe) in batch.iter_mut().zip(&mut cq) {
+                for (slot, cqe) in batch.iter_mut().take(room).zip(&mut cq) {
                     *slot = (cqe.user_data(), cqe.result(), cqe.flags());
                     n += 1;
                 }

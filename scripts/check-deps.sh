@@ -23,7 +23,7 @@ forbid() { # forbid CRATE DEP... : CRATE must not depend on any DEP, even indire
 # Rule 1: core crates depend on no runtime, no sockets, no platform crate.
 # (libc arrives indirectly through ring/getrandom for randomness and CPU features; cores may
 # not use it themselves.)
-for core in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy; do
+for core in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp; do
   forbid "$core" tokio mio weft-sys weft-dataplane anyhow clap tracing-subscriber
   DEPTH=1 forbid "$core" libc socket2 nix
 done

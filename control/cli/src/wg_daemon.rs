@@ -40,11 +40,35 @@ pub(crate) struct WgArgs {
     /// Use one `sendmsg`/`recvmsg` per datagram instead of `sendmmsg`/`recvmmsg`.
     #[arg(long, env = "WEFT_NO_MMSG")]
     pub(crate) no_mmsg: bool,
+    /// Kernel I/O backend of the shards: `uring` (one io_uring per shard; falls back to `mmsg`
+    /// with a warning where the kernel lacks it) or `mmsg` (`ppoll` + `recvmmsg`/`sendmmsg`).
+    /// The default is the one that measured faster in `perf/`.
+    #[arg(long, env = "WEFT_IO", value_enum, default_value_t = IoBackend::default())]
+    pub(crate) io: IoBackend,
     /// Shard threads (TUN queues and UDP sockets); 0 means one per core.
     #[arg(long, env = "WEFT_SHARDS", default_value_t = 0)]
     pub(crate) shards: usize,
     /// Name of the interface to create (at most 15 bytes).
     pub(crate) ifname: String,
+}
+
+/// The `--io` choices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum IoBackend {
+    /// One io_uring per shard.
+    Uring,
+    /// `ppoll` with `recvmmsg`/`sendmmsg`.
+    Mmsg,
+}
+
+impl Default for IoBackend {
+    fn default() -> Self {
+        if weft_dataplane::engine::DEFAULT_IO_URING {
+            IoBackend::Uring
+        } else {
+            IoBackend::Mmsg
+        }
+    }
 }
 
 /// Runs the device (or the daemonizing parent).
@@ -62,6 +86,7 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
     config.udp.gro &= !args.no_gro;
     config.udp.mmsg &= !args.no_mmsg;
     config.shards = args.shards;
+    config.io_uring = args.io == IoBackend::Uring;
     let engine = Engine::start(&config)
         .with_context(|| format!("cannot create interface {}", args.ifname))?;
     let stopper = engine.stopper();

@@ -40,6 +40,11 @@ fn weft_plain() -> WgImpl {
     WgImpl::WeftNoOffload(weft_path())
 }
 
+/// weft on the io_uring backend (`--io uring`), whatever the default is.
+fn weft_uring() -> WgImpl {
+    WgImpl::WeftUring(weft_path())
+}
+
 fn go() -> WgImpl {
     WgImpl::WireguardGo
 }
@@ -121,6 +126,19 @@ cases! {
     netns_weft_weft_64mib_v6 => big_transfer(weft(), weft(), V6, 64 * MIB);
     netns_weft_plain_go_small_underlay_v6 => mtu_case(weft_plain(), go(), V6, 1400, 1420);
     netns_weft_plain_go_byte_counters => counters(weft_plain(), go(), V4);
+
+    // The io_uring backend against real peers, the other backend, small MTUs, roaming and a
+    // flood (whichever backend is the default, both stay tested).
+    netns_weft_uring_go_v4 => basic(weft_uring(), go(), V4, Initiator::A);
+    netns_weft_uring_go_v6_go_initiates => basic(weft_uring(), go(), V6, Initiator::B);
+    netns_weft_uring_boringtun_v6 => basic(weft_uring(), boringtun(), V6, Initiator::Both);
+    netns_weft_uring_weft_64mib_v4 => big_transfer(weft_uring(), weft(), V4, 64 * MIB);
+    netns_weft_uring_go_64mib_v6 => big_transfer(weft_uring(), go(), V6, 64 * MIB);
+    netns_weft_uring_go_small_underlay_v4 => mtu_case(weft_uring(), go(), V4, 1400, 1420);
+    netns_weft_uring_go_tunnel_mtu_1280_v6 => mtu_case(weft_uring(), go(), V6, 1500, 1280);
+    netns_go_roams_port_weft_uring_follows => roaming(go(), weft_uring(), V4, Roam::ListenPort);
+    netns_weft_uring_byte_counters => counters(weft_uring(), go(), V4);
+    netns_weft_uring_under_handshake_flood_v4 => handshake_flood(weft_uring(), go(), V4, 64 * 1024);
 
     // Handshake flood at weft during a transfer from wireguard-go; RSS growth < 64 MiB.
     netns_weft_under_handshake_flood_v4 => handshake_flood(weft(), go(), V4, 64 * 1024);

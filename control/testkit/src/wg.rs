@@ -27,11 +27,13 @@ pub enum WgImpl {
     /// weft-wg, at the given path (in tests: `env!("CARGO_BIN_EXE_weft-wg")`).
     Weft(PathBuf),
     /// weft-wg at the given path with every offload and batching feature forced off (plain TUN,
-    /// no UDP GSO/GRO, no `sendmmsg`/`recvmmsg`): the fallback paths.
+    /// no UDP GSO/GRO, no io_uring, no `sendmmsg`/`recvmmsg`): the fallback paths.
     WeftNoOffload(PathBuf),
     /// weft-wg at the given path with exactly this many shards (`--shards N`; plain `Weft`
     /// runs one per core).
     WeftSharded(PathBuf, u8),
+    /// weft-wg at the given path on the io_uring backend (`--io uring`).
+    WeftUring(PathBuf),
     /// wireguard-go, [`WIREGUARD_GO`].
     WireguardGo,
     /// boringtun-cli, looked up on `PATH` then in `~/.cargo/bin`.
@@ -51,6 +53,7 @@ impl WgImpl {
             Self::Weft(_) => "weft",
             Self::WeftNoOffload(_) => "weft-no-offload",
             Self::WeftSharded(..) => "weft-sharded",
+            Self::WeftUring(_) => "weft-uring",
             Self::WireguardGo => "wireguard-go",
             Self::Boringtun => "boringtun",
         }
@@ -60,9 +63,10 @@ impl WgImpl {
     /// `$HOME/.cargo/bin/boringtun-cli`.
     pub fn program(&self) -> Result<PathBuf> {
         match self {
-            Self::Weft(path) | Self::WeftNoOffload(path) | Self::WeftSharded(path, _) => {
-                Ok(path.clone())
-            }
+            Self::Weft(path)
+            | Self::WeftNoOffload(path)
+            | Self::WeftSharded(path, _)
+            | Self::WeftUring(path) => Ok(path.clone()),
             Self::WireguardGo => Ok(PathBuf::from(WIREGUARD_GO)),
             Self::Boringtun => find_program("boringtun-cli"),
         }
@@ -120,7 +124,17 @@ impl WgImpl {
             argv.extend(["--disable-drop-privileges", "-v", "debug"]);
         }
         if matches!(self, Self::WeftNoOffload(_)) {
-            argv.extend(["--no-tun-offload", "--no-gso", "--no-gro", "--no-mmsg"]);
+            argv.extend([
+                "--no-tun-offload",
+                "--no-gso",
+                "--no-gro",
+                "--no-mmsg",
+                "--io",
+                "mmsg",
+            ]);
+        }
+        if matches!(self, Self::WeftUring(_)) {
+            argv.extend(["--io", "uring"]);
         }
         let shards = match self {
             Self::WeftSharded(_, n) => Some(n.to_string()),

@@ -32,7 +32,7 @@ use weft_wg::demux::PacketKind;
 use weft_wg::{Device, ForeignInitiation};
 
 use crate::apply;
-use crate::shard::{Links, Shard, ShardIo, ShardState, SysIo};
+use crate::shard::{Backend, Links, Shard, ShardIo, ShardState, SysIo, UringIo};
 use crate::socket::SocketGroup;
 use crate::uapi::{Request, UapiError, UapiHandle, UapiServer, UapiServerError};
 
@@ -40,6 +40,10 @@ use crate::uapi::{Request, UapiError, UapiHandle, UapiServer, UapiServerError};
 const MAX_WAIT: Duration = Duration::from_secs(1);
 /// Most shards (TUN queues, sockets, threads) one device runs.
 pub const MAX_SHARDS: usize = 16;
+
+/// Whether [`EngineConfig::new`] asks for io_uring: the backend that measured faster in
+/// `perf/` on this project's reference machine (perf/RESULTS.md).
+pub const DEFAULT_IO_URING: bool = false;
 
 /// Why the engine could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -103,6 +107,9 @@ pub struct EngineConfig {
     pub udp: UdpFeatures,
     /// Shard threads; 0 means one per available core (at most [`MAX_SHARDS`]).
     pub shards: usize,
+    /// Drive each shard's TUN queue and socket through io_uring; when the kernel cannot, the
+    /// engine says so once and uses `ppoll` + `recvmmsg`/`sendmmsg`.
+    pub io_uring: bool,
 }
 
 impl EngineConfig {
@@ -115,6 +122,7 @@ impl EngineConfig {
             tun_offload: true,
             udp: UdpFeatures::default(),
             shards: 0,
+            io_uring: DEFAULT_IO_URING,
         }
     }
 }
@@ -169,7 +177,7 @@ impl Stopper {
 /// One shard's thread-local half: its I/O and its loop state.
 struct Worker {
     k: usize,
-    io: SysIo,
+    io: Backend,
     shard: Shard,
 }
 
@@ -264,6 +272,7 @@ impl Engine {
         let parts = u32::try_from(n).unwrap_or(1);
         let mut cells = Vec::with_capacity(n);
         let mut workers = Vec::with_capacity(n);
+        let mut uring_failed = false;
         for (k, tun) in tuns.into_iter().enumerate() {
             let mut seed = [0u8; 32];
             getrandom::getrandom(&mut seed).map_err(|e| EngineError::Random(e.to_string()))?;
@@ -276,8 +285,17 @@ impl Engine {
                     reason: "fewer sockets than shards",
                 }))?;
             let waker = Arc::new(Waker::new().map_err(EngineError::Poll)?);
-            let io = SysIo::new(tun, Arc::clone(&socket), config.udp, Arc::clone(&waker))
-                .map_err(EngineError::Socket)?;
+            let io = backend(
+                k,
+                tun,
+                &socket,
+                config.udp,
+                &waker,
+                config.io_uring && !uring_failed,
+            )?;
+            if config.io_uring && matches!(io, Backend::Sys(_)) {
+                uring_failed = true;
+            }
             let shard = Shard::new(
                 &ifname,
                 vnet,
@@ -324,6 +342,7 @@ impl Engine {
             shards = n,
             ?offloads,
             udp = ?config.udp,
+            io = workers.first().map_or("none", |w: &Worker| w.io.name()),
             "device created"
         );
         Ok(Self {
@@ -418,6 +437,36 @@ impl Drop for StopOnExit<'_> {
     }
 }
 
+/// Shard `k`'s kernel backend: io_uring when asked and possible, else `ppoll` + `recvmmsg`.
+/// A kernel without what io_uring needs is said once, clearly, by the first shard.
+fn backend(
+    k: usize,
+    tun: Tun,
+    socket: &Arc<std::net::UdpSocket>,
+    udp: UdpFeatures,
+    waker: &Arc<Waker>,
+    io_uring: bool,
+) -> Result<Backend, EngineError> {
+    let tun = if io_uring {
+        match UringIo::new(tun, Arc::clone(socket), udp, Arc::clone(waker)) {
+            Ok(io) => return Ok(Backend::Uring(Box::new(io))),
+            Err((tun, e)) => {
+                tracing::warn!(
+                    shard = k,
+                    error = %e,
+                    "io_uring is not usable here; using recvmmsg/sendmmsg instead"
+                );
+                tun
+            }
+        }
+    } else {
+        tun
+    };
+    SysIo::new(tun, Arc::clone(socket), udp, Arc::clone(waker))
+        .map(Backend::Sys)
+        .map_err(EngineError::Socket)
+}
+
 /// One shard's loop. Returns when the engine stops, and stops the engine when it returns or
 /// panics.
 fn run_shard(shared: &Shared, mut w: Worker) -> Result<(), EngineError> {
@@ -432,6 +481,8 @@ fn run_shard(shared: &Shared, mut w: Worker) -> Result<(), EngineError> {
         .map_or(0, |c| c.lock().device.stats().rx_foreign_initiations);
     tracing::info!(
         shard = w.k,
+        io = w.io.name(),
+        uring = ?w.io.uring_stats(),
         ?tx,
         ?rx,
         handed_off = links.handed_off,
@@ -447,6 +498,7 @@ fn shard_loop(shared: &Shared, w: &mut Worker) -> Result<(), EngineError> {
     let Some(cell) = shared.cells.get(w.k) else {
         return Ok(());
     };
+    tracing::debug!(shard = w.k, io = w.io.name(), "shard running");
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return Ok(());

@@ -379,3 +379,36 @@ fn drain_up_to_leaves_the_rest_in_the_completion_queue() {
     }
     assert_eq!(got, payloads, "all ten, in order, three at a time at most");
 }
+
+/// A GSO run whose datagrams exceed the path MTU (they need IP fragmentation, which a GSO
+/// send cannot do): the kernel answers `EMSGSIZE`, the run is resent datagram by datagram
+/// (fragmented by the kernel), and GSO stays on for the next run.
+#[test]
+fn netns_uring_resends_runs_that_need_fragmentation() {
+    let net = VethPair::new();
+    net.a.ip(&["link", "set", &net.ifa, "mtu", "1400"]);
+    net.b.ip(&["link", "set", &net.ifb, "mtu", "1400"]);
+    let (a, b) = (net.v4_a, net.v4_b);
+    let tx = net.a.run(move || nonblocking((a, 0).into()));
+    let rx = net.b.run(move || nonblocking((b, 0).into()));
+    weft_sys::set_socket_buffers(rx.as_fd(), 4 << 20).unwrap();
+    let rx_udp = UdpBatch::new(&rx, UdpFeatures::default()).unwrap();
+    let mut ring = UringUdp::new(&tx, &UringConfig::default()).unwrap();
+    let dst = rx.local_addr().unwrap();
+    let run: Vec<u8> = (0..10).flat_map(|i| segment(5, i, 1450)).collect();
+    let t = Transmit {
+        dst,
+        contents: &run,
+        segment_size: Some(1450),
+    };
+    for round in 1..=2u64 {
+        assert_eq!(ring.send_batch(&[t]).unwrap(), 1);
+        uring_until(&mut ring, |_| true);
+        let got = mmsg_until(&rx_udp, &rx, |g| total_segments(g) >= 10);
+        assert_eq!(got.len(), 10, "round {round}: every datagram, reassembled");
+        assert!(got.iter().all(|(m, _)| m.len == 1450));
+        assert_eq!(ring.stats().gso_emsgsize, round);
+        assert!(ring.gso_enabled(), "EMSGSIZE does not turn GSO off");
+    }
+    assert_eq!(ring.send_slots_free(), 64, "every send slot is back");
+}

@@ -12,6 +12,7 @@
 mod links;
 pub(crate) mod mem;
 mod sys;
+mod uring;
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use crate::fastpath::{PathStats, RxPath, TxPath};
 
 pub(crate) use links::{LinkStats, Links};
 pub(crate) use sys::SysIo;
+pub(crate) use uring::{UringIo, UringIoStats};
 
 /// TUN frames read per turn before looking at the other sources.
 const TUN_BATCH: usize = 64;
@@ -58,6 +60,80 @@ pub(crate) trait ShardIo {
     fn udp_recv(&mut self, batch: &mut RecvBatch) -> Result<usize, SysError>;
     /// Sends `transmits` in order; returns how many went out (see `UdpBatch::send_batch`).
     fn udp_send(&mut self, transmits: &[Transmit<'_>]) -> Result<usize, SysError>;
+}
+
+/// The kernel backend a shard runs on, chosen at start (see [`uring`] for why there are two).
+pub(crate) enum Backend {
+    /// `ppoll`, `read`/`write` on the TUN, `recvmmsg`/`sendmmsg` on the socket.
+    Sys(SysIo),
+    /// One io_uring per shard.
+    Uring(Box<UringIo>),
+}
+
+impl Backend {
+    /// Switches to `sock` if it is not the one in use (the UAPI rebound the port).
+    pub(crate) fn use_socket(
+        &mut self,
+        sock: std::sync::Arc<std::net::UdpSocket>,
+    ) -> Result<(), SysError> {
+        match self {
+            Backend::Sys(io) => io.use_socket(sock),
+            Backend::Uring(io) => io.use_socket(sock),
+        }
+    }
+
+    /// `"io_uring"` or `"recvmmsg"`, for logs and `weft` status.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Backend::Sys(_) => "recvmmsg",
+            Backend::Uring(_) => "io_uring",
+        }
+    }
+
+    /// The io_uring backend's own counters (zero for the other).
+    pub(crate) fn uring_stats(&self) -> UringIoStats {
+        match self {
+            Backend::Sys(_) => UringIoStats::default(),
+            Backend::Uring(io) => io.stats,
+        }
+    }
+}
+
+impl ShardIo for Backend {
+    fn wait(&mut self, timeout: Duration) -> Result<Ready, SysError> {
+        match self {
+            Backend::Sys(io) => io.wait(timeout),
+            Backend::Uring(io) => io.wait(timeout),
+        }
+    }
+
+    fn tun_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, SysError> {
+        match self {
+            Backend::Sys(io) => io.tun_read(buf),
+            Backend::Uring(io) => io.tun_read(buf),
+        }
+    }
+
+    fn tun_write(&mut self, frame: &[u8]) -> Result<WriteOutcome, SysError> {
+        match self {
+            Backend::Sys(io) => io.tun_write(frame),
+            Backend::Uring(io) => io.tun_write(frame),
+        }
+    }
+
+    fn udp_recv(&mut self, batch: &mut RecvBatch) -> Result<usize, SysError> {
+        match self {
+            Backend::Sys(io) => io.udp_recv(batch),
+            Backend::Uring(io) => io.udp_recv(batch),
+        }
+    }
+
+    fn udp_send(&mut self, transmits: &[Transmit<'_>]) -> Result<usize, SysError> {
+        match self {
+            Backend::Sys(io) => io.udp_send(transmits),
+            Backend::Uring(io) => io.udp_send(transmits),
+        }
+    }
 }
 
 /// What a shard's turn works on: its partition of the device and the table that says which

@@ -470,6 +470,11 @@ impl UringUdp {
             self.gso = false;
             self.stats.gso_eio += 1;
             self.resend_split(slot, done.dst, done.gso, f);
+        } else if res == -libc::EMSGSIZE && done.gso.is_some() {
+            // The run's datagrams do not fit the path MTU and need IP fragmentation, which a
+            // GSO send cannot do: send them one by one (GSO stays on for other runs).
+            self.stats.gso_emsgsize += 1;
+            self.resend_split(slot, done.dst, done.gso, f);
         } else {
             f(UringEvent::SendFailed {
                 dst: done.dst,
@@ -480,7 +485,8 @@ impl UringUdp {
     }
 
     /// Sends a GSO run the kernel refused as plain datagrams, synchronously (`sendto`, not
-    /// blocking), from the slot it is still in. This happens once per socket at most.
+    /// blocking), from the slot it is still in: once per socket after `EIO`, and for every run
+    /// that needs IP fragmentation (`EMSGSIZE`).
     fn resend_split(
         &mut self,
         slot: u16,

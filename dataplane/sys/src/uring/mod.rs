@@ -155,6 +155,9 @@ pub struct UringStats {
     pub sent: u64,
     /// GSO sends the kernel answered with `EIO` (then GSO is off and the run was resent split).
     pub gso_eio: u64,
+    /// GSO sends the kernel answered with `EMSGSIZE` (datagrams that need IP fragmentation);
+    /// each run was resent as plain datagrams, and GSO stays on.
+    pub gso_emsgsize: u64,
     /// UDP completions whose buffer could not be parsed (never expected).
     pub malformed: u64,
 }

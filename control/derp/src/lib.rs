@@ -1,3 +1,12 @@
-//! DERP relay protocol: frame codec and sans-IO client and server state machines
-//!
-//! Skeleton: filled in by the issue that owns this crate.
+//! DERP relay protocol: frame codec and sans-IO client and server state machines.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod frame;

@@ -10,3 +10,4 @@
 )]
 
 pub mod frame;
+pub mod handshake;

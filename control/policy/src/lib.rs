@@ -1,3 +1,74 @@
-//! HuJSON ACL policy: parsing, validation, and compilation to packet filter rules (sans-IO)
+//! The tailnet ACL policy: HuJSON text → validated [`Policy`] → per-node packet filters
+//! ([`weft_filter::FilterRule`], the wire shape official clients take) and peer visibility.
 //!
-//! Skeleton: filled in by the issue that owns this crate.
+//! This is the policy half of the coordination server (issue 6), kept in its own core crate
+//! so that it can be tested on its own, table by table, and so that the data plane's filter
+//! (`weft-filter`, whose types it emits) is the one judge of what a compiled rule allows. It
+//! does no I/O, reads no clock and holds no lock: the server reads the file, builds the
+//! [`Tailnet`] snapshot from its database and asks. It depends on `weft-filter`, `serde`,
+//! `serde_json` and `thiserror` only (checked by `scripts/check-deps.sh`, rule 1).
+//!
+//! # Use
+//! ```
+//! use std::net::IpAddr;
+//! use weft_policy::{Node, NodeId, Policy, Tailnet};
+//!
+//! let policy = Policy::parse(weft_policy::DEFAULT_POLICY)?;
+//! let node = |id, ip: [u8; 4]| Node {
+//!     id: NodeId(id),
+//!     user: "alice@example.com".into(),
+//!     tags: vec![],
+//!     addresses: vec![IpAddr::from(ip)],
+//!     routes: vec![],
+//!     exit_node: false,
+//! };
+//! let tailnet = Tailnet::new(vec![node(1, [100, 64, 0, 1]), node(2, [100, 64, 0, 2])]);
+//! let compiled = policy.compile(&tailnet);
+//! compiled.run_tests()?; // refuse the policy if its `tests` fail
+//! let filter = compiled.filter_for(NodeId(1)); // the node's PacketFilter
+//! assert!(!filter.is_empty());
+//! assert!(compiled.peers_of(NodeId(1)).contains(&NodeId(2)));
+//! # Ok::<(), weft_policy::PolicyError>(())
+//! ```
+//!
+//! # For the server
+//! * Parse on load and on every change; on error keep the policy in force and report the
+//!   error, which names the line and column ([`PolicyError`]).
+//! * Compile once per (policy, snapshot); [`CompiledPolicy::filter_for`] and
+//!   [`CompiledPolicy::peers_of`] then cost what that one node needs (see [`compile`]).
+//! * After one node changes, only the nodes in [`affected_by`] need a new filter or peer
+//!   list; after a policy change, every node may.
+//! * Route approval asks [`Policy::auto_approves_route`] and
+//!   [`Policy::auto_approves_exit_node`].
+//!
+//! # Modules
+//! [`hujson`] (comments and trailing commas stripped in place, so positions survive),
+//! [`locate`] (path → line and column), [`alias`] (the string grammars), [`policy`] (model and
+//! validation), [`tailnet`] (the snapshot), [`compile`] (filters and visibility), `check`
+//! (the `tests` section), `approve` (`autoApprovers`), `default` (the allow-all policy).
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod alias;
+mod approve;
+mod check;
+pub mod compile;
+mod default;
+mod error;
+pub mod hujson;
+pub mod locate;
+pub mod policy;
+pub mod tailnet;
+
+pub use compile::{affected_by, filter_allow_all, CompiledPolicy, INTERNET_RANGES};
+pub use default::DEFAULT_POLICY;
+pub use error::{Invalid, PolicyError, Position};
+pub use policy::{Acl, Destination, Policy, PolicyTest};
+pub use tailnet::{Node, NodeId, Tailnet};

@@ -98,12 +98,14 @@
 )]
 
 mod decode;
+pub mod ebpf;
 #[doc(hidden)]
 pub mod fuzzing;
 mod matcher;
 pub mod rules;
 
 pub use decode::{Decoded, L4};
+pub use ebpf::{tc_tables, TablesError};
 pub use matcher::{DropReason, Filter, Verdict};
 pub use rules::{
     compile, Compiled, Dst, EntryError, FilterRule, IpNet, IpSetError, PortRange, ProtoSet, Rule,

@@ -8,6 +8,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod strategies;
+
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use weft_packet::build::Spec;

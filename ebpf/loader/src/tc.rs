@@ -1,0 +1,304 @@
+//! The tc packet filter: load, attach, install rule generations, counters, test runs.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use aya::maps::lpm_trie::{Key, LpmTrie};
+use aya::maps::{Array, MapData, PerCpuArray};
+use aya::programs::tc::{self, SchedClassifier, TcAttachType};
+use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
+use weft_ebpf_common::{
+    tc_counter, Local, LpmKeyData, TcConfig, TcTables, LPM_ENTRIES_PER_GEN, SLOTS,
+};
+
+use crate::pod::{PodBits, PodKey, PodLocal, PodSlot, PodTcConfig};
+use crate::{if_name, sys, Error};
+
+static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/acl_tc.o"));
+const PROGRAM: &str = "weft_acl";
+
+/// The tc program's counters, summed over CPUs: passes, and drops by reason (the reasons of
+/// `weft-filter`'s `DropReason`, indexed by [`tc_counter`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcCounters(pub [u64; tc_counter::COUNT as usize]);
+
+impl TcCounters {
+    /// Packets accepted.
+    pub fn passed(&self) -> u64 {
+        self.0.first().copied().unwrap_or(0)
+    }
+
+    /// Packets dropped, all reasons.
+    pub fn dropped(&self) -> u64 {
+        self.0.iter().skip(1).sum()
+    }
+
+    /// The counter at `index` ([`tc_counter`]).
+    pub fn get(&self, index: u32) -> u64 {
+        self.0.get(index as usize).copied().unwrap_or(0)
+    }
+}
+
+/// The trie keys one generation holds, so that they can be removed before the generation is
+/// rebuilt.
+#[derive(Debug, Default)]
+struct Written {
+    src: Vec<(u32, LpmKeyData)>,
+    dst: Vec<(u32, LpmKeyData)>,
+    local: Vec<(u32, LpmKeyData)>,
+}
+
+/// The loaded tc packet filter.
+#[derive(Debug)]
+pub struct TcFilter {
+    ebpf: Ebpf,
+    active: u8,
+    /// The keys of the live generation.
+    live: Written,
+    /// The keys of the other generation (the previous rule set, removed at the next install).
+    standby: Written,
+}
+
+impl TcFilter {
+    /// Loads the program for packets with `l2_offset` bytes before the IP header (0 on a TUN,
+    /// 14 behind Ethernet). No rules are installed: until [`install`](Self::install) every
+    /// packet that needs a local destination is dropped, so install before attaching.
+    ///
+    /// # Errors
+    /// [`Error::Load`] or [`Error::Program`] (no privilege, no BTF, verifier refusal).
+    pub fn load(l2_offset: u32) -> Result<Self, Error> {
+        let mut ebpf = EbpfLoader::new()
+            .override_global("weft_l2_offset", &l2_offset, true)
+            .load(OBJECT)?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing("tc program"))?
+            .try_into()?;
+        prog.load()?;
+        Ok(Self {
+            ebpf,
+            active: 0,
+            live: Written::default(),
+            standby: Written::default(),
+        })
+    }
+
+    /// Attaches the program to the ingress of interface `ifindex` (tcx where the kernel has it,
+    /// otherwise a clsact qdisc, added if missing). It stays attached while `self` lives.
+    ///
+    /// # Errors
+    /// [`Error::NoInterface`] or [`Error::Program`].
+    pub fn attach(&mut self, ifindex: u32) -> Result<(), Error> {
+        let name = if_name(ifindex)?;
+        // An existing clsact qdisc is fine; tcx needs none at all.
+        let _ = tc::qdisc_add_clsact(&name);
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROGRAM)
+            .ok_or(Error::Missing("tc program"))?
+            .try_into()?;
+        prog.attach(&name, TcAttachType::Ingress)?;
+        Ok(())
+    }
+
+    /// Makes `tables` the live rule set: writes it into the generation that is not live, then
+    /// switches the generation with one write of the config array. Packets see the old rule set
+    /// or the new one, never a mix and never an empty one. The previous generation's entries
+    /// stay until the next install (packets already past the switch may still read them).
+    ///
+    /// # Errors
+    /// [`Error::TooLarge`] before anything is written if `tables` exceeds the maps;
+    /// [`Error::Map`] if a write fails (the live generation is then unchanged).
+    pub fn install(&mut self, tables: &TcTables) -> Result<(), Error> {
+        check_fits(tables)?;
+        let next = 1 - self.active;
+        // Clear the standby generation; on failure, what is left stays tracked.
+        let mut old = std::mem::take(&mut self.standby);
+        let cleared = self.remove_keys(&mut old);
+        if let Err(e) = cleared {
+            self.standby = old;
+            return Err(e);
+        }
+        let mut written = Written::default();
+        if let Err(e) = self.write_generation(next, tables, &mut written) {
+            // Not live: the next install clears it.
+            self.standby = written;
+            return Err(e);
+        }
+        let mut cfg: Array<&mut MapData, PodTcConfig> = self.map("weft_tc_cfg")?;
+        let switched = cfg.set(
+            0,
+            PodTcConfig(TcConfig {
+                active_gen: u32::from(next),
+                pad: 0,
+            }),
+            0,
+        );
+        if let Err(e) = switched {
+            self.standby = written;
+            return Err(e.into());
+        }
+        self.active = next;
+        self.standby = std::mem::replace(&mut self.live, written);
+        Ok(())
+    }
+
+    /// Removes the trie entries in `keys`, dropping each from `keys` as it goes.
+    fn remove_keys(&mut self, keys: &mut Written) -> Result<(), Error> {
+        {
+            let mut trie = self.lpm_bits("weft_src")?;
+            while let Some((len, k)) = keys.src.last().copied() {
+                remove(trie.remove(&Key::new(len, PodKey(k))))?;
+                keys.src.pop();
+            }
+        }
+        {
+            let mut trie = self.lpm_bits("weft_dst")?;
+            while let Some((len, k)) = keys.dst.last().copied() {
+                remove(trie.remove(&Key::new(len, PodKey(k))))?;
+                keys.dst.pop();
+            }
+        }
+        let mut trie = self.lpm_local()?;
+        while let Some((len, k)) = keys.local.last().copied() {
+            remove(trie.remove(&Key::new(len, PodKey(k))))?;
+            keys.local.pop();
+        }
+        Ok(())
+    }
+
+    /// Writes `tables` as generation `gen`, recording every trie key in `written` before it is
+    /// inserted.
+    fn write_generation(
+        &mut self,
+        gen: u8,
+        tables: &TcTables,
+        written: &mut Written,
+    ) -> Result<(), Error> {
+        {
+            let mut slots: Array<&mut MapData, PodSlot> = self.map("weft_slots")?;
+            let base = u32::from(gen) * SLOTS as u32;
+            for i in 0..SLOTS {
+                let slot = tables.slots.get(i).copied().unwrap_or_default();
+                slots.set(base + i as u32, PodSlot(slot), 0)?;
+            }
+        }
+        {
+            let mut trie = self.lpm_bits("weft_src")?;
+            for (p, bits) in &tables.src {
+                let (len, k) = p.key(gen);
+                written.src.push((len, k));
+                trie.insert(&Key::new(len, PodKey(k)), PodBits(*bits), 0)?;
+            }
+        }
+        {
+            let mut trie = self.lpm_bits("weft_dst")?;
+            for (p, bits) in &tables.dst {
+                let (len, k) = p.key(gen);
+                written.dst.push((len, k));
+                trie.insert(&Key::new(len, PodKey(k)), PodBits(*bits), 0)?;
+            }
+        }
+        let mut trie = self.lpm_local()?;
+        for p in &tables.local {
+            let (len, k) = p.key(gen);
+            written.local.push((len, k));
+            trie.insert(&Key::new(len, PodKey(k)), PodLocal(Local { present: 1 }), 0)?;
+        }
+        Ok(())
+    }
+
+    /// The generation packets are checked against (0 or 1).
+    pub fn active_generation(&self) -> u8 {
+        self.active
+    }
+
+    /// The counters, summed over CPUs.
+    ///
+    /// # Errors
+    /// [`Error::Map`] or [`Error::Missing`].
+    pub fn counters(&self) -> Result<TcCounters, Error> {
+        let map = self
+            .ebpf
+            .map("weft_tc_stats")
+            .ok_or(Error::Missing("weft_tc_stats"))?;
+        let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let mut out = TcCounters::default();
+        for (i, c) in out.0.iter_mut().enumerate() {
+            *c = stats.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok(out)
+    }
+
+    /// Runs the loaded program once on `frame` with `BPF_PROG_TEST_RUN` and returns its
+    /// return value (0: pass, 2: drop). The kernel puts an skb's data at the start of `frame`
+    /// and requires more than 14 bytes, whatever the L2 offset.
+    ///
+    /// # Errors
+    /// [`Error::TestPacketSize`] or [`Error::Syscall`].
+    pub fn test_run(&self, frame: &[u8]) -> Result<u32, Error> {
+        if !(15..=3500).contains(&frame.len()) {
+            return Err(Error::TestPacketSize(frame.len()));
+        }
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(Error::Missing("tc program"))?
+            .try_into()?;
+        let fd = prog.fd()?;
+        sys::test_run(fd.as_fd().as_raw_fd(), frame).map_err(|source| Error::Syscall {
+            call: "BPF_PROG_TEST_RUN",
+            source,
+        })
+    }
+
+    fn map<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {
+        let map = self.ebpf.map_mut(name).ok_or(Error::Missing(name))?;
+        Ok(Array::try_from(map)?)
+    }
+
+    fn lpm_bits(
+        &mut self,
+        name: &'static str,
+    ) -> Result<LpmTrie<&mut MapData, PodKey, PodBits>, Error> {
+        let map = self.ebpf.map_mut(name).ok_or(Error::Missing(name))?;
+        Ok(LpmTrie::try_from(map)?)
+    }
+
+    fn lpm_local(&mut self) -> Result<LpmTrie<&mut MapData, PodKey, PodLocal>, Error> {
+        let map = self
+            .ebpf
+            .map_mut("weft_local")
+            .ok_or(Error::Missing("weft_local"))?;
+        Ok(LpmTrie::try_from(map)?)
+    }
+}
+
+/// A removal's result, with "no such key" counted as done.
+fn remove(r: Result<(), aya::maps::MapError>) -> Result<(), Error> {
+    match r {
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => Ok(other?),
+    }
+}
+
+/// Whether `tables` fits one generation of the maps.
+fn check_fits(tables: &TcTables) -> Result<(), Error> {
+    if tables.slots.len() > SLOTS {
+        return Err(Error::TooLarge(
+            "more (rule, destination) slots than WEFT_SLOTS",
+        ));
+    }
+    if tables.src.len() > LPM_ENTRIES_PER_GEN
+        || tables.dst.len() > LPM_ENTRIES_PER_GEN
+        || tables.local.len() > LPM_ENTRIES_PER_GEN
+    {
+        return Err(Error::TooLarge(
+            "more prefixes than one generation of a trie holds",
+        ));
+    }
+    Ok(())
+}

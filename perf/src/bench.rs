@@ -61,6 +61,10 @@ pub(crate) enum PairKind {
     #[value(name = "weft1")]
     #[serde(rename = "weft1")]
     WeftOneShard,
+    /// weft on both sides on the io_uring backend (`--io uring`).
+    #[value(name = "weft-uring")]
+    #[serde(rename = "weft-uring")]
+    WeftUring,
     /// wireguard-go on both sides.
     Go,
     /// boringtun on both sides.
@@ -71,10 +75,11 @@ pub(crate) enum PairKind {
 
 impl PairKind {
     /// Every pair, in table order.
-    pub(crate) const ALL: [PairKind; 6] = [
+    pub(crate) const ALL: [PairKind; 7] = [
         PairKind::Veth,
         PairKind::Weft,
         PairKind::WeftOneShard,
+        PairKind::WeftUring,
         PairKind::Go,
         PairKind::Boringtun,
         PairKind::Mixed,
@@ -86,6 +91,7 @@ impl PairKind {
             Self::Veth => "veth (no tunnel)",
             Self::Weft => "weft↔weft",
             Self::WeftOneShard => "weft↔weft 1 shard",
+            Self::WeftUring => "weft↔weft io_uring",
             Self::Go => "wg-go↔wg-go",
             Self::Boringtun => "boringtun↔boringtun",
             Self::Mixed => "weft↔wg-go",
@@ -100,6 +106,10 @@ impl PairKind {
             Self::WeftOneShard => {
                 let one = || WgImpl::WeftSharded(weft.to_path_buf(), 1);
                 Some((one(), one()))
+            }
+            Self::WeftUring => {
+                let uring = || WgImpl::WeftUring(weft.to_path_buf());
+                Some((uring(), uring()))
             }
             Self::Go => Some((WgImpl::WireguardGo, WgImpl::WireguardGo)),
             Self::Boringtun => Some((WgImpl::Boringtun, WgImpl::Boringtun)),

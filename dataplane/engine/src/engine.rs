@@ -499,6 +499,7 @@ fn shard_loop(shared: &Shared, w: &mut Worker) -> Result<(), EngineError> {
         return Ok(());
     };
     tracing::debug!(shard = w.k, io = w.io.name(), "shard running");
+    w.io.enable().map_err(EngineError::Poll)?;
     loop {
         if shared.stop.load(Ordering::SeqCst) {
             return Ok(());

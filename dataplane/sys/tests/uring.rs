@@ -412,3 +412,33 @@ fn netns_uring_resends_runs_that_need_fragmentation() {
     }
     assert_eq!(ring.send_slots_free(), 64, "every send slot is back");
 }
+
+/// A single-issuer ring is set up on one thread and driven by another, which enables it
+/// first; a second enable is refused.
+#[test]
+fn single_issuer_ring_is_enabled_by_the_thread_that_drives_it() {
+    let rx = nonblocking((Ipv4Addr::LOCALHOST, 0).into());
+    let dst = rx.local_addr().unwrap();
+    let config = UringConfig {
+        single_issuer: true,
+        features: UdpFeatures {
+            gro: false,
+            ..UdpFeatures::default()
+        },
+        ..UringConfig::default()
+    };
+    let mut ring = UringUdp::new(&rx, &config).unwrap();
+    let got = std::thread::spawn(move || {
+        ring.enable().unwrap();
+        assert!(ring.enable().is_err(), "a second enable is refused");
+        let tx = nonblocking((Ipv4Addr::LOCALHOST, 0).into());
+        for i in 0..5 {
+            tx.send_to(&segment(4, i, 64), dst).unwrap();
+        }
+        uring_until(&mut ring, |g| g.len() >= 5)
+    })
+    .join()
+    .unwrap();
+    let want: Vec<Vec<u8>> = (0..5).map(|i| segment(4, i, 64)).collect();
+    assert_eq!(got.into_iter().map(|(_, p)| p).collect::<Vec<_>>(), want);
+}

@@ -82,6 +82,14 @@ impl Backend {
         }
     }
 
+    /// Binds the backend to the calling thread (the shard's), where it needs that.
+    pub(crate) fn enable(&mut self) -> Result<(), SysError> {
+        match self {
+            Backend::Sys(_) => Ok(()),
+            Backend::Uring(io) => io.enable(),
+        }
+    }
+
     /// `"io_uring"` or `"recvmmsg"`, for logs and `weft` status.
     pub(crate) fn name(&self) -> &'static str {
         match self {

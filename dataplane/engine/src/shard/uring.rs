@@ -166,12 +166,19 @@ impl UringIo {
             features,
             // A turn queues one GSO run per TUN frame (64) plus handshakes and keepalives.
             send_slots: 128,
+            single_issuer: true,
             ..UringConfig::default()
         };
         let mut uring = UringUdp::new(sock, &config)?;
         uring.attach_tun(tun)?;
         uring.attach_waker(waker)?;
         Ok(uring)
+    }
+
+    /// Makes the calling thread the ring's one submitter: call once, on the shard's thread,
+    /// before the first [`ShardIo::wait`].
+    pub(crate) fn enable(&mut self) -> Result<(), SysError> {
+        self.uring.enable()
     }
 
     /// Switches to `sock` if it is not the one in use (the UAPI rebound the port): a new ring,
@@ -183,17 +190,24 @@ impl UringIo {
         }
         // Frames the old ring already read from the TUN must not be lost with it.
         self.pump_all()?;
-        self.uring = Self::ring(&self.tun, &sock, self.features, &self.waker)?;
+        let mut uring = Self::ring(&self.tun, &sock, self.features, &self.waker)?;
+        // Built on the shard's own thread, which drives it from now on.
+        uring.enable()?;
+        self.uring = uring;
         self.sock = sock;
         Ok(())
     }
 
+    /// Completions the staging has room for.
+    fn room(&self) -> usize {
+        self.tun_stage
+            .room()
+            .min(self.udp_stage.capacity() - self.udp_stage.len())
+    }
+
     /// Copies ready completions into the staging, as many as it has room for.
     fn pump(&mut self) -> Result<(), SysError> {
-        let room = self
-            .tun_stage
-            .room()
-            .min(self.udp_stage.capacity() - self.udp_stage.len());
+        let room = self.room();
         if room == 0 {
             return Ok(());
         }
@@ -205,24 +219,8 @@ impl UringIo {
             stats,
             ..
         } = self;
-        uring.drain_up_to(room, |event| match event {
-            UringEvent::Udp { meta, payload } => {
-                let staged = !meta.truncated && udp_stage.push(meta.addr, meta.stride, payload);
-                stats.oversized += u64::from(!staged);
-            }
-            UringEvent::Tun { packet } => {
-                stats.oversized += u64::from(!tun_stage.push(packet));
-            }
-            UringEvent::Woken => *woken = true,
-            UringEvent::SendFailed { dst, error } => {
-                stats.send_failed += 1;
-                tracing::trace!(%dst, %error, "send failed");
-            }
-            UringEvent::RecvFailed { source, error } => {
-                stats.recv_failed += 1;
-                tracing::debug!(?source, %error, "io_uring receive failed; re-arming");
-            }
-            _ => {}
+        uring.drain_up_to(room, |event| {
+            stage(event, udp_stage, tun_stage, woken, stats);
         })?;
         Ok(())
     }
@@ -249,6 +247,35 @@ impl UringIo {
     }
 }
 
+/// Puts one completion where the loop will find it (the caller made sure there is room).
+fn stage(
+    event: UringEvent<'_>,
+    udp_stage: &mut RecvBatch,
+    tun_stage: &mut TunStage,
+    woken: &mut bool,
+    stats: &mut UringIoStats,
+) {
+    match event {
+        UringEvent::Udp { meta, payload } => {
+            let staged = !meta.truncated && udp_stage.push(meta.addr, meta.stride, payload);
+            stats.oversized += u64::from(!staged);
+        }
+        UringEvent::Tun { packet } => {
+            stats.oversized += u64::from(!tun_stage.push(packet));
+        }
+        UringEvent::Woken => *woken = true,
+        UringEvent::SendFailed { dst, error } => {
+            stats.send_failed += 1;
+            tracing::trace!(%dst, %error, "send failed");
+        }
+        UringEvent::RecvFailed { source, error } => {
+            stats.recv_failed += 1;
+            tracing::debug!(?source, %error, "io_uring receive failed; re-arming");
+        }
+        _ => {}
+    }
+}
+
 impl ShardIo for UringIo {
     fn wait(&mut self, timeout: Duration) -> Result<Ready, SysError> {
         self.woken = false;
@@ -269,10 +296,37 @@ impl ShardIo for UringIo {
     }
 
     fn tun_read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, SysError> {
-        if self.tun_stage.count == 0 {
-            self.pump()?;
+        if let Some(n) = self.tun_stage.pop_into(buf) {
+            return Ok(Some(n));
         }
-        Ok(self.tun_stage.pop_into(buf))
+        // Nothing staged: take completions one at a time until a TUN frame comes, copying it
+        // straight into `buf` (one copy, as a `read` would make); what comes before it is
+        // staged as usual. Bounded by the staging room.
+        let mut got = None;
+        for _ in 0..self.room() {
+            let Self {
+                uring,
+                udp_stage,
+                tun_stage,
+                woken,
+                stats,
+                ..
+            } = self;
+            let handled = uring.drain_up_to(1, |event| match event {
+                UringEvent::Tun { packet } => match buf.get_mut(..packet.len()) {
+                    Some(dst) => {
+                        dst.copy_from_slice(packet);
+                        got = Some(packet.len());
+                    }
+                    None => stats.oversized += 1,
+                },
+                other => stage(other, udp_stage, tun_stage, woken, stats),
+            })?;
+            if handled == 0 || got.is_some() {
+                break;
+            }
+        }
+        Ok(got)
     }
 
     fn tun_write(&mut self, frame: &[u8]) -> Result<WriteOutcome, SysError> {

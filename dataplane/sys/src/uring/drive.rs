@@ -158,6 +158,23 @@ impl UringUdp {
         self.inject_eio = true;
     }
 
+    /// Enables a ring set up with [`UringConfig::single_issuer`]; from now on only the calling
+    /// thread may submit. The kernel refuses a second enable.
+    ///
+    /// # Errors
+    ///
+    /// [`SysError::UringUnavailable`] if the kernel refuses (the ring was not disabled, or is
+    /// already enabled).
+    pub fn enable(&mut self) -> Result<(), SysError> {
+        self.ring
+            .submitter()
+            .register_enable_rings()
+            .map_err(|source| SysError::UringUnavailable {
+                op: "IORING_REGISTER_ENABLE_RINGS",
+                source,
+            })
+    }
+
     /// Re-arms every receive source at the next submit, including those that stopped after
     /// repeated errors.
     pub fn rearm(&mut self) {

@@ -8,7 +8,9 @@
 //!
 //! Status: receive (UDP and TUN), wakeups and sends work and are tested against the kernel,
 //! including agreement with [`UdpBatch`](crate::UdpBatch) on the same traffic, buffer-ring
-//! exhaustion and re-arming, and the GSO `EIO` fallback. Not done: registered files/buffers,
+//! exhaustion and re-arming, the GSO `EIO` fallback, runs that need fragmentation, and a
+//! single-issuer ring set up on one thread and driven by another. The engine drives one per
+//! shard (`weft-dataplane`'s io_uring backend). Not done: registered files/buffers,
 //! zero-copy send (`SEND_ZC`), SQPOLL, and sending straight from a caller's buffer (a transmit
 //! is copied once into a send slot); the TUN write path stays a plain `write` on the TUN.
 //!
@@ -72,6 +74,11 @@ pub struct UringConfig {
     pub send_slot_len: u32,
     /// GSO and GRO as in [`UdpBatch`](crate::UdpBatch); `mmsg` has no meaning here.
     pub features: UdpFeatures,
+    /// One thread submits and reaps (`IORING_SETUP_SINGLE_ISSUER | DEFER_TASKRUN`): the
+    /// kernel then runs completion work only inside this thread's `io_uring_enter`, in
+    /// batches, instead of interrupting it. The ring starts disabled; the thread that will
+    /// drive it calls [`UringUdp::enable`] first (setup may happen on another thread).
+    pub single_issuer: bool,
 }
 
 impl Default for UringConfig {
@@ -85,6 +92,7 @@ impl Default for UringConfig {
             send_slots: 64,
             send_slot_len: 65535,
             features: UdpFeatures::default(),
+            single_issuer: false,
         }
     }
 }
@@ -274,8 +282,19 @@ impl UringUdp {
         }
         let fd = udp.as_fd();
         let family = sockaddr::socket_family(fd)?;
-        let ring = IoUring::builder()
-            .setup_cqsize(config.sq_entries.saturating_mul(2))
+        let mut builder = IoUring::builder();
+        builder.setup_cqsize(config.sq_entries.saturating_mul(2));
+        if config.single_issuer {
+            builder
+                .setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_r_disabled();
+        } else {
+            // Completion work runs when the thread next enters the kernel, not by interrupting
+            // it (measured: ~20 % more throughput in the engine than the default).
+            builder.setup_coop_taskrun();
+        }
+        let ring = builder
             .build(config.sq_entries)
             .map_err(unavailable("io_uring_setup"))?;
         if !ring.params().is_feature_ext_arg() {

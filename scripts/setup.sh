@@ -13,7 +13,8 @@ need_root
 
 # Debian packages. --no-install-recommends matters: wireguard-tools recommends a kernel image.
 pkgs=(iproute2 iputils-ping iperf3 nftables ethtool wireguard-tools wireguard-go procps
-      netcat-openbsd socat python3 ca-certificates curl build-essential pkg-config)
+      netcat-openbsd socat python3 ca-certificates curl build-essential pkg-config
+      clang llvm libbpf-dev linux-libc-dev)  # the last four build ebpf/progs (weft-ebpf's build.rs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

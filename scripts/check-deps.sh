@@ -38,5 +38,16 @@ for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy we
   forbid "$lib" anyhow clap tracing-subscriber
 done
 
+# Rule 6: ebpf/ depends on nothing above it (no dataplane/ or control/ crate); the shared
+# layouts crate depends on nothing at all.
+for e in weft-ebpf-common weft-ebpf; do
+  forbid "$e" weft-keys weft-packet weft-wg weft-sys weft-dataplane weft-handoff weft-filter \
+    weft-derp weft-policy weft-cli weft-testkit
+done
+if [ "$(deps weft-ebpf-common | grep -vcx weft-ebpf-common)" != 0 ]; then
+  echo "check-deps: weft-ebpf-common must have no dependencies" >&2
+  fail=1
+fi
+
 if [ "$fail" = 0 ]; then echo "check-deps: ok"; fi
 exit "$fail"

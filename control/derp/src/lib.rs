@@ -9,6 +9,7 @@
     )
 )]
 
+pub mod client;
 pub mod frame;
 pub mod handshake;
 pub mod server;

@@ -79,9 +79,11 @@ pub fn parse_alias(s: &str) -> Result<Alias, Invalid> {
         }
         return Ok(Alias::User(s.to_owned()));
     }
-    if s.contains(':') || s.contains('.') || s.contains('/') {
+    // Addresses and prefixes; a name starting with a digit is taken for a bad address.
+    if s.contains(':') || s.contains('/') || s.starts_with(|c: char| c.is_ascii_digit()) {
         return parse_prefix(s).map(Alias::Prefix);
     }
+    // Anything else that is a plain name (dots allowed: `db.internal`) names a host.
     name(s).map(|()| Alias::Host(s.to_owned()))
 }
 
@@ -254,6 +256,7 @@ mod tests {
             ("group:eng", Alias::Group("group:eng".into())),
             ("tag:server", Alias::Tag("tag:server".into())),
             ("db", Alias::Host("db".into())),
+            ("db.internal", Alias::Host("db.internal".into())),
             ("100.64.0.1", Alias::Prefix(net("100.64.0.1"))),
             ("10.0.0.0/8", Alias::Prefix(net("10.0.0.0/8"))),
             ("fd7a:115c:a1e0::1", Alias::Prefix(net("fd7a:115c:a1e0::1"))),

@@ -16,6 +16,7 @@
 //! * The output has the input's length and the same bytes at every offset outside comments
 //!   and trailing commas, so line numbers and columns are preserved. The output is valid UTF-8
 //!   (whole multi-byte characters inside comments become spaces).
+//! * A leading UTF-8 byte-order mark becomes spaces (JSON parsers refuse it).
 //! * Inside strings nothing is touched (`"//"` stays); escapes are followed so `"\""` does
 //!   not end a string early.
 
@@ -41,6 +42,10 @@ pub enum HujsonError {
 pub fn to_json(text: &str) -> Result<String, HujsonError> {
     let src = text.as_bytes();
     let mut out = src.to_vec();
+    // A leading UTF-8 byte-order mark (some editors write one) becomes three spaces.
+    if let Some(bom) = out.get_mut(..3).filter(|b| *b == [0xef, 0xbb, 0xbf]) {
+        bom.fill(b' ');
+    }
     // Offset of the last comma outside strings and comments with only whitespace and
     // comments after it so far.
     let mut pending_comma: Option<usize> = None;
@@ -175,6 +180,12 @@ mod tests {
         let text = "{\n /* long\n comment */ \"a\": 1,\n  // c\n  \"b\": ?\n}";
         let err = serde_json::from_str::<serde_json::Value>(&to_json(text).unwrap()).unwrap_err();
         assert_eq!((err.line(), err.column()), (5, 8));
+    }
+
+    #[test]
+    fn byte_order_mark_is_blanked() {
+        let json = to_json("\u{feff}{\"a\": 1}").unwrap();
+        assert_eq!(json, "   {\"a\": 1}");
     }
 
     #[test]

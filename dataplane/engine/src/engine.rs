@@ -174,6 +174,27 @@ impl Stopper {
     }
 }
 
+/// Installs the tailnet packet filter ([`weft_filter::Filter`]) that decrypted packets pass
+/// before they reach the TUN. Cheap to clone; usable from any thread while the engine runs.
+#[derive(Clone)]
+pub struct PacketFilterControl(Arc<Shared>);
+
+impl PacketFilterControl {
+    /// Replaces the filter (`None`: deliver everything the peers' allowed IPs admit, as plain
+    /// WireGuard does). Each shard switches between two of its batches, under its own lock:
+    /// a packet is checked against the old filter or the new one, never against none.
+    pub fn set(&self, filter: Option<weft_filter::Filter>) {
+        let filter = filter.map(Arc::new);
+        for cell in &self.0.cells {
+            cell.lock().filter.clone_from(&filter);
+        }
+        tracing::info!(
+            enforced = filter.is_some(),
+            "packet filter installed (userspace matcher)"
+        );
+    }
+}
+
 /// One shard's thread-local half: its I/O and its loop state.
 struct Worker {
     k: usize,
@@ -308,6 +329,7 @@ impl Engine {
                 state: Mutex::new(ShardState {
                     device,
                     routes: AllowedIps::new(),
+                    filter: None,
                 }),
                 socket: Mutex::new(socket),
                 waker,
@@ -366,6 +388,11 @@ impl Engine {
     /// A handle that stops [`Engine::run`].
     pub fn stopper(&self) -> Stopper {
         Stopper(Arc::clone(&self.shared))
+    }
+
+    /// A handle that installs the tailnet packet filter while the engine runs.
+    pub fn packet_filter(&self) -> PacketFilterControl {
+        PacketFilterControl(Arc::clone(&self.shared))
     }
 
     /// Replaces the handlers of STUN and disco datagrams: `make(k)` builds shard `k`'s.

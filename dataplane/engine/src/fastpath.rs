@@ -19,6 +19,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use weft_filter::{Filter, Verdict};
 use weft_packet::{Coalesced, GroTable, SuperPacket, VirtioNetHdr, VNET_HDR_LEN};
 use weft_sys::{RecvBatch, SysError, Transmit, WriteOutcome};
 use weft_wg::demux::{classify, PacketKind};
@@ -62,6 +63,8 @@ pub(crate) struct PathStats {
     pub(crate) tun_writes: u64,
     /// TUN writes that did not go through (queue full, link down, rejected).
     pub(crate) tun_write_drops: u64,
+    /// Decrypted packets the packet filter dropped (any reason).
+    pub(crate) rx_filtered: u64,
 }
 
 /// The transmit path's buffers.
@@ -349,6 +352,7 @@ impl RxPath {
         now: Instant,
         io: &mut impl ShardIo,
         hook: &mut dyn ControlHook,
+        filter: Option<&Filter>,
     ) -> Result<usize, SysError> {
         let n = match io.udp_recv(&mut self.batch) {
             Ok(n) => n,
@@ -388,6 +392,14 @@ impl RxPath {
                 if let Decapsulated::Packet { start, len, .. } =
                     device.decapsulate(now, Endpoint::Udp(from), datagram)
                 {
+                    if let Some(filter) = filter {
+                        let packet = datagram.get(start..start + len).unwrap_or_default();
+                        if let Verdict::Drop(reason) = filter.check_inbound(packet) {
+                            self.stats.rx_filtered += 1;
+                            tracing::trace!(%reason, "packet filter dropped a packet");
+                            continue;
+                        }
+                    }
                     if let (Ok(s), Ok(o), Ok(l)) = (
                         u16::try_from(slot),
                         u32::try_from(here + start),

@@ -28,4 +28,6 @@ pub mod testing {
     pub use crate::shard::mem::{MemIo, ShardPair, TunCounts};
 }
 
-pub use engine::{ControlHook, DropHook, Engine, EngineConfig, EngineError, Stopper};
+pub use engine::{
+    ControlHook, DropHook, Engine, EngineConfig, EngineError, PacketFilterControl, Stopper,
+};

@@ -4,7 +4,8 @@
 //! own loop body — TUN read, GSO split, in-place seal, UDP send, UDP receive, in-place open,
 //! GRO coalescing, TUN write, timer checks — over in-memory I/O that preallocates everything.
 //! A counting global allocator wraps the system one; after a warm-up, a million 1380-byte
-//! segments go from A to B (and small packets from B to A) and the count must not move.
+//! segments go from A to B (and small packets from B to A), through the tailnet packet filter
+//! on both sides, and the count must not move.
 //!
 //! What this does not count: the kernel's side of the syscalls, and the handshake path (a
 //! handshake every two minutes allocates its messages; it is not per packet).
@@ -46,6 +47,18 @@ fn a_million_segments_through_the_shard_loop_allocate_nothing() {
     let ack = back.super_frame(MSS, &[0x11; 40]);
 
     let mut pair = ShardPair::new(Instant::now(), MTU, bulk.clone(), ack.clone()).unwrap();
+    // The tailnet packet filter runs on every decrypted packet too: B admits the bulk flow by
+    // rule, A admits the acks as TCP without SYN (return traffic).
+    let rules: Vec<weft_filter::FilterRule> = serde_json::from_str(
+        r#"[{"SrcIPs":["10.0.0.1"],"DstPorts":[{"IP":"10.0.0.2","Ports":{"First":443,"Last":443}}]}]"#,
+    )
+    .unwrap();
+    let rules = weft_filter::compile(&rules).unwrap().rules;
+    let host = |a: [u8; 4]| weft_filter::IpNet::host(std::net::IpAddr::from(a));
+    pair.set_filters(
+        Some(weft_filter::Filter::new(&[], [host([10, 0, 0, 1])])),
+        Some(weft_filter::Filter::new(&rules, [host([10, 0, 0, 2])])),
+    );
 
     // Warm-up: buffers reach their steady sizes, lazily initialised state is created.
     for _ in 0..20 {
@@ -85,5 +98,6 @@ fn a_million_segments_through_the_shard_loop_allocate_nothing() {
         frames * bulk.len() as u64
     );
     assert_eq!(a.written_frames - a0.written_frames, sent_b - sent_b0);
+    assert_eq!(pair.filtered(), (0, 0), "the filters admitted both flows");
     assert_eq!(allocations, 0, "allocations in steady state");
 }

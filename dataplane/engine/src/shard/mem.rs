@@ -227,6 +227,7 @@ impl ShardPair {
                 state: ShardState {
                     device,
                     routes: AllowedIps::new(),
+                    filter: None,
                 },
                 io: MemIo {
                     addr,
@@ -298,6 +299,18 @@ impl ShardPair {
     pub fn datagrams_received(&self) -> (u64, u64) {
         let rx = |s: &Side| -> u64 { s.shard.stats().1.rx_datagrams };
         (rx(&self.a), rx(&self.b))
+    }
+
+    /// Installs packet filters on A and B (`None`: none), as `PacketFilterControl::set` does.
+    pub fn set_filters(&mut self, a: Option<weft_filter::Filter>, b: Option<weft_filter::Filter>) {
+        self.a.state.filter = a.map(std::sync::Arc::new);
+        self.b.state.filter = b.map(std::sync::Arc::new);
+    }
+
+    /// Decrypted packets the packet filters of A and B dropped.
+    pub fn filtered(&self) -> (u64, u64) {
+        let f = |s: &Side| -> u64 { s.shard.stats().1.rx_filtered };
+        (f(&self.a), f(&self.b))
     }
 
     /// Data packets each device delivered (the cores' counters), for cross-checking.

@@ -151,6 +151,9 @@ pub(crate) struct ShardState {
     pub(crate) device: Device,
     /// Prefix → owning shard, for every route of every partition (empty with one shard).
     pub(crate) routes: AllowedIps<u16>,
+    /// The tailnet packet filter applied to decrypted packets before they reach the TUN;
+    /// `None`: everything the peers' allowed IPs admit is delivered (plain WireGuard).
+    pub(crate) filter: Option<std::sync::Arc<weft_filter::Filter>>,
 }
 
 /// The per-shard state that is not the core: packet buffers, the control hook, the rings to
@@ -238,7 +241,11 @@ impl Shard {
         now: Instant,
         ready: Ready,
     ) -> Result<(), SysError> {
-        let ShardState { device, routes } = state;
+        let ShardState {
+            device,
+            routes,
+            filter,
+        } = state;
         // Frames other shards read for this shard's peers first: when the TUN driver moves a
         // flow to this shard's queue, its older frames are still in a ring.
         if let Some(links) = self.links.as_mut() {
@@ -269,7 +276,11 @@ impl Shard {
         }
         if ready.udp {
             for _ in 0..UDP_BATCHES {
-                if self.rx.receive(device, now, io, &mut *self.hook)? == 0 {
+                if self
+                    .rx
+                    .receive(device, now, io, &mut *self.hook, filter.as_deref())?
+                    == 0
+                {
                     break;
                 }
             }

@@ -13,3 +13,4 @@ pub mod client;
 pub mod frame;
 pub mod handshake;
 pub mod server;
+pub mod stun;

@@ -25,13 +25,26 @@ use weft_filter::{Decoded, Filter, Verdict, L4};
 use crate::alias::Alias;
 use crate::compile::{in_internet, CompiledPolicy};
 use crate::error::PolicyError;
-use crate::policy::{Destination, PolicyTest};
-use crate::tailnet::NodeId;
+use crate::policy::{Destination, Policy, PolicyTest};
+use crate::tailnet::{NodeId, Tailnet};
 
 /// TCP SYN flag (RFC 9293).
 const TCP_SYN: u8 = 0x02;
 /// The source port of test packets (any ephemeral port).
 const TEST_SRC_PORT: u16 = 40_000;
+
+impl Policy {
+    /// Parses `text`, compiles it for `tailnet` and runs its `tests`: the whole check a new
+    /// policy passes before it replaces the one in force.
+    ///
+    /// # Errors
+    /// As [`Policy::parse`] and [`CompiledPolicy::run_tests`].
+    pub fn load(text: &str, tailnet: &Tailnet) -> Result<CompiledPolicy, PolicyError> {
+        let compiled = Self::parse(text)?.compile(tailnet);
+        compiled.run_tests()?;
+        Ok(compiled)
+    }
+}
 
 impl CompiledPolicy {
     /// Runs the `tests` section.

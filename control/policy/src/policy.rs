@@ -467,7 +467,17 @@ impl Validator<'_> {
             v.iter()
                 .enumerate()
                 .map(|(i, d)| {
-                    let dst = self.destination(&path.key(key).index(i), d)?;
+                    let p = path.key(key).index(i);
+                    let dst = self.destination(&p, d)?;
+                    if matches!(dst.alias, Alias::SelfDevices | Alias::Internet) {
+                        return Err(self.err(
+                            &p,
+                            d,
+                            Invalid::Placement(
+                                "a test destination names devices or addresses, not autogroup:self or autogroup:internet",
+                            ),
+                        ));
+                    }
                     Ok((d.clone(), dst))
                 })
                 .collect()

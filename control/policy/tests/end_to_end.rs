@@ -32,6 +32,8 @@ fn example_policy_parses_and_its_tests_pass() {
     assert!(p.ignored_sections().is_empty());
     assert_eq!(p.tests().len(), 5);
     p.compile(&tailnet()).run_tests().unwrap();
+    let loaded = Policy::load(EXAMPLE, &tailnet()).unwrap();
+    assert_eq!(loaded.filter_for(SERVER), example().filter_for(SERVER));
 }
 
 #[test]
@@ -125,6 +127,10 @@ fn failing_test_refuses_the_policy_and_names_it() {
         r#"{"src": "tag:server", "accept": ["tag:db:22"]},"#,
     );
     assert_ne!(broken, EXAMPLE);
+    assert!(matches!(
+        Policy::load(&broken, &tailnet()),
+        Err(PolicyError::TestFailed { index: 1, .. })
+    ));
     let p = Policy::parse(&broken).unwrap();
     match p.compile(&tailnet()).run_tests() {
         Err(PolicyError::TestFailed {

@@ -435,6 +435,9 @@ fn validation_of_tables() {
     assert_eq!((k, line), (Invalid::Route, 3));
     let (k, _, _) = invalid(r#"{"autoApprovers": {"exitNode": ["tag:none"]}}"#);
     assert_eq!(k, Invalid::UndefinedTag);
+    let (k, _, p) = invalid(r#"{"tests": [{"src": "a@b", "deny": ["autogroup:internet:443"]}]}"#);
+    assert!(matches!(k, Invalid::Placement(_)), "{k:?}");
+    assert_eq!(p, "tests[0].deny[0]");
     let (k, _, p) = invalid(r#"{"tests": [{"src": "a@b", "accept": ["tag:none:22"]}]}"#);
     assert_eq!(
         (k, p.as_str()),

@@ -103,9 +103,8 @@ fn run(x: &XdpFilter, frame: &[u8]) -> (u32, u32) {
     (ret, moved[0])
 }
 
-#[test]
-fn classifies_datagrams_to_the_listen_port() {
-    let x = load();
+/// Frames at every kind's edges, with the counter each must move.
+fn table() -> Vec<(&'static str, Vec<u8>, u32)> {
     let big = vec![0x77; 1300];
     let mut bad_reserved = wg(1, 148);
     bad_reserved[2] = 1;
@@ -113,7 +112,7 @@ fn classifies_datagrams_to_the_listen_port() {
     bad_cookie[5] = 0x13;
     let mut stun_top_bits = stun();
     stun_top_bits[0] = 0x40;
-    let cases: Vec<(&str, Vec<u8>, u32)> = vec![
+    vec![
         (
             "initiation 148",
             udp(v4(1), PORT, &wg(1, 148), None),
@@ -265,9 +264,20 @@ fn classifies_datagrams_to_the_listen_port() {
             ip_frame(v6("2001:db8::1"), 60, 0, &[17; 64]),
             c::PASS_OTHER,
         ),
-    ];
+    ]
+}
+
+#[test]
+fn classifies_datagrams_to_the_listen_port() {
+    let x = load();
+    let cases = table();
     let mut failures = Vec::new();
     for (name, frame, want) in &cases {
+        assert_eq!(
+            model(frame),
+            *want,
+            "{name}: the model disagrees with the table"
+        );
         let (ret, got) = run(&x, frame);
         let want_ret = if *want >= c::DROP_JUNK {
             XDP_DROP
@@ -348,4 +358,205 @@ fn rate_limits_initiations_per_source_only_under_load() {
     // Off again: the limited source passes.
     x.set_under_load(false).unwrap();
     assert_eq!(burst(&x, v4(11), 10).0, 10);
+}
+
+/// The XDP program's classification written out plainly (`acl_xdp.c`'s comment and
+/// ebpf/README.md), not under load: the counter a frame should move.
+fn model(frame: &[u8]) -> u32 {
+    let be16 = |i: usize| u16::from_be_bytes([frame[i], frame[i + 1]]);
+    let len = frame.len();
+    if len < 14 {
+        return c::PASS_OTHER;
+    }
+    let udp = match be16(12) {
+        0x0800 => {
+            if len < 34 || frame[23] != 17 || be16(20) & 0x3fff != 0 {
+                return c::PASS_OTHER;
+            }
+            let hl = usize::from(frame[14] & 0x0f) * 4;
+            if hl < 20 {
+                return c::PASS_OTHER;
+            }
+            14 + hl
+        }
+        0x86dd => {
+            if len < 54 || frame[20] != 17 {
+                return c::PASS_OTHER;
+            }
+            54
+        }
+        _ => return c::PASS_OTHER,
+    };
+    if len < udp + 8 || be16(udp + 2) != PORT {
+        return c::PASS_OTHER;
+    }
+    let ulen = usize::from(be16(udp + 4));
+    if ulen < 8 {
+        return c::DROP_JUNK;
+    }
+    if udp + ulen > len || ulen > 0xffff - 8 {
+        return c::PASS_LARGE;
+    }
+    let p = &frame[udp + 8..udp + ulen];
+    let n = p.len();
+    if n >= 1200 {
+        return c::PASS_LARGE;
+    }
+    if n < 20 {
+        return c::DROP_JUNK;
+    }
+    if p[0] & 0xc0 == 0 && p[1] == 1 && p[4..8] == [0x21, 0x12, 0xa4, 0x42] {
+        return c::PASS_STUN;
+    }
+    if n >= 38 && p[..6] == [0x54, 0x53, 0xf0, 0x9f, 0x92, 0xac] {
+        return c::PASS_DISCO;
+    }
+    let ok = p[1..4] == [0, 0, 0]
+        && match p[0] {
+            1 => n == 148,
+            2 => n == 92,
+            3 => n == 64,
+            4 => n >= 32,
+            _ => false,
+        };
+    if ok {
+        c::PASS_WIREGUARD
+    } else {
+        c::DROP_JUNK
+    }
+}
+
+/// A payload near some message kind's edges: a WireGuard type and size ±1, STUN, disco, or
+/// random bytes; then up to two bytes changed.
+fn payload() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let sizes = prop::sample::select(vec![
+        0usize, 8, 19, 20, 31, 32, 33, 37, 38, 63, 64, 65, 91, 92, 93, 124, 147, 148, 149, 1199,
+        1200, 1400,
+    ]);
+    (
+        0u8..8,
+        sizes,
+        0usize..300,
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+    )
+        .prop_map(|(kind, size, random_len, edits)| {
+            let mut p = match kind {
+                0..=4 => wg(kind, size.max(4)),
+                5 => {
+                    let mut s = stun();
+                    s.resize(size.max(20), 0);
+                    s
+                }
+                6 => disco(size.max(6)),
+                _ => vec![0x5a; random_len],
+            };
+            if !p.is_empty() {
+                for (i, v) in edits {
+                    let i = i.index(p.len().min(8));
+                    p[i] = v;
+                }
+            }
+            p
+        })
+}
+
+fn frame() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    (
+        any::<bool>(),
+        prop::sample::select(vec![PORT, PORT, PORT, PORT + 1, 53]),
+        payload(),
+        prop::option::weighted(0.1, any::<u16>()),
+        prop::option::weighted(0.05, (any::<prop::sample::Index>(), any::<u8>())),
+    )
+        .prop_map(|(six, port, payload, len_field, header_edit)| {
+            let src = if six { v6("2001:db8::7") } else { v4(7) };
+            let mut f = udp(src, port, &payload, len_field);
+            if let Some((i, v)) = header_edit {
+                let i = 12 + i.index(f.len() - 12);
+                f[i] = v;
+            }
+            f
+        })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 2000, ..Default::default() })]
+
+    /// Generated frames: the program moves the counter the plain model names.
+    #[test]
+    fn generated_frames_match_the_model(f in frame()) {
+        static X: std::sync::OnceLock<XdpFilter> = std::sync::OnceLock::new();
+        let x = X.get_or_init(load);
+        let (ret, got) = run(x, &f);
+        let want = model(&f);
+        proptest::prop_assert_eq!(got, want, "frame {:02x?}", f);
+        proptest::prop_assert_eq!(ret, if want >= c::DROP_JUNK { XDP_DROP } else { XDP_PASS });
+    }
+}
+
+/// The generator is useful only if it reaches every counter often.
+#[test]
+fn generated_frames_reach_every_kind() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = frame();
+    let mut seen = [0usize; c::COUNT as usize];
+    for _ in 0..2000 {
+        let f = strategy.new_tree(&mut runner).unwrap().current();
+        seen[model(&f) as usize] += 1;
+    }
+    for kind in [
+        c::PASS_OTHER,
+        c::PASS_WIREGUARD,
+        c::PASS_STUN,
+        c::PASS_DISCO,
+        c::PASS_LARGE,
+        c::DROP_JUNK,
+    ] {
+        assert!(seen[kind as usize] >= 20, "counter {kind}: {seen:?}");
+    }
+}
+
+fn corpus_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/xdp")
+}
+
+fn seed_name(name: &str) -> String {
+    name.chars()
+        .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '_' })
+        .collect()
+}
+
+/// The committed corpus (`tests/corpus/xdp/`: the table's frames, one file each, plus any
+/// frame added by hand) replayed through the program and the model. After changing the
+/// table, rewrite the seeds with `WEFT_REGENERATE_CORPORA=1 cargo test -p weft-ebpf --test xdp`.
+#[test]
+fn corpus_replays_through_program_and_model() {
+    let dir = corpus_dir();
+    if std::env::var_os("WEFT_REGENERATE_CORPORA").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, frame, _) in table() {
+            std::fs::write(dir.join(seed_name(name)), frame).unwrap();
+        }
+    }
+    for (name, frame, _) in table() {
+        let committed = std::fs::read(dir.join(seed_name(name)))
+            .unwrap_or_else(|e| panic!("seed {name}: {e} (regenerate the corpus)"));
+        assert_eq!(committed, frame, "seed {name} differs from the table");
+    }
+    let x = load();
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let frame = std::fs::read(&path).unwrap();
+        if !(15..=3500).contains(&frame.len()) {
+            continue;
+        }
+        let (_, got) = run(&x, &frame);
+        assert_eq!(got, model(&frame), "{}", path.display());
+        replayed += 1;
+    }
+    assert!(replayed >= table().len(), "replayed {replayed}");
 }

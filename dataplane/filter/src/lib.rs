@@ -75,18 +75,20 @@
 //!   error it is and keeps 18 so that it never drops what an official node accepts.
 //! * No ingress or link-local hooks (extensions of the official client); no logging.
 //!
-//! # Towards eBPF maps
+//! # eBPF maps
 //! Rules are kept in a form a tc program can look up without loops over rules: per family,
 //! every source prefix and every destination prefix is already a CIDR (`*` is `0/0` and
 //! `::/0`, ranges are split into their minimal CIDR cover), ports are one inclusive range per
-//! destination and protocols a 256-bit set ([`ProtoSet::words`]). Compiled to maps: one LPM
-//! trie per family from source prefix to the bitmap of rules that list it, one from
-//! destination prefix to the bitmap of (rule, destination) entries with their port ranges, an
-//! array of protocol sets per rule, and an LPM trie of local nets. A packet is allowed when a
-//! rule is in both bitmaps, its protocol set has the packet's protocol and the port is in
-//! range (for ICMP: in both bitmaps at all; other protocols: range `0–65535`). Overlapping
-//! prefixes are handled by storing, under each prefix, the union of the bitmaps of every
-//! shorter prefix that contains it, so one longest-prefix lookup gives every matching rule.
+//! destination and protocols a 256-bit set ([`ProtoSet::words`]). [`tc_tables`] (module
+//! [`ebpf`]) compiles them into the maps of weft's tc program (`ebpf/progs/acl_tc.c`, loaded
+//! by `weft-ebpf`): each (rule, destination) pair is a slot holding the protocols and ports;
+//! a source LPM trie maps each source prefix to the slots of the rules that list a prefix
+//! containing it, a destination trie maps each destination prefix to the slots whose
+//! destination contains it, and a third trie holds the local nets. A packet's candidate slots
+//! are the AND of its two bitmaps; a bounded loop checks protocol and port. A rule set larger
+//! than the program's limits is a [`TablesError`], never a different verdict: the caller
+//! keeps enforcing with this matcher. `tests/ebpf_parity.rs` runs the table, the fuzz corpus
+//! and generated cases through both and requires identical verdicts and drop reasons.
 #![cfg_attr(
     test,
     allow(

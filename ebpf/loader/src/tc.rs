@@ -302,3 +302,23 @@ fn check_fits(tables: &TcTables) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_ebpf_common::{Prefix, Slot, SlotBits};
+
+    #[test]
+    fn limits_are_checked_before_writing() {
+        let mut t = TcTables {
+            slots: vec![Slot::default(); SLOTS],
+            ..TcTables::default()
+        };
+        assert!(check_fits(&t).is_ok());
+        t.slots.push(Slot::default());
+        assert!(matches!(check_fits(&t), Err(Error::TooLarge(_))));
+        t.slots.pop();
+        t.src = vec![(Prefix::default(), SlotBits::default()); LPM_ENTRIES_PER_GEN + 1];
+        assert!(matches!(check_fits(&t), Err(Error::TooLarge(_))));
+    }
+}

@@ -347,3 +347,79 @@ proptest! {
         }
     }
 }
+
+/// Rule swaps while packets are judged: one thread test-runs an allowed and a denied packet
+/// without pause while this one installs the table's rules again and again, alternately in
+/// their order and reversed (so every slot number changes). A packet checked against a mix
+/// of two generations would be misjudged; none may be.
+#[test]
+fn rule_swaps_under_traffic_misjudge_nothing() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    let local = support::table_local();
+    let rules = support::table_rules();
+    let reversed: Vec<Rule> = rules.iter().rev().cloned().collect();
+    let filter = Filter::new(&rules, local.iter().copied());
+    let deny = Filter::deny_all(local.iter().copied());
+    let pick = |want: Verdict| {
+        support::table()
+            .into_iter()
+            .map(|(_, p, _)| p)
+            .find(|p| {
+                p.len() >= 60
+                    && filter.check_inbound(p) == want
+                    && deny.check_inbound(p) == Verdict::Drop(DropReason::NoRule)
+            })
+            .unwrap()
+    };
+    let allowed = pick(Verdict::Accept);
+    let denied = pick(Verdict::Drop(DropReason::NoRule));
+    assert_eq!(
+        Filter::new(&reversed, local.iter().copied()).check_inbound(&allowed),
+        Verdict::Accept
+    );
+
+    let mut prog = Prog::load(0);
+    prog.install(&rules, &local);
+    let runner = prog.tc.test_runner().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(AtomicBool::new(false));
+    let swaps = Arc::new(AtomicUsize::new(0));
+    let judge = {
+        let (stop, started, swaps) = (Arc::clone(&stop), Arc::clone(&started), Arc::clone(&swaps));
+        std::thread::spawn(move || {
+            // Runs, misjudged packets, and how many times a swap landed between two rounds.
+            let (mut runs, mut wrong, mut interleaved, mut last) = (0u64, 0u64, 0u64, 0);
+            while !stop.load(Ordering::Relaxed) {
+                wrong += u64::from(runner.run(&allowed).unwrap() != 0);
+                wrong += u64::from(runner.run(&denied).unwrap() != 2);
+                runs += 2;
+                started.store(true, Ordering::Relaxed);
+                let now = swaps.load(Ordering::Relaxed);
+                interleaved += u64::from(now != last);
+                last = now;
+            }
+            (runs, wrong, interleaved)
+        })
+    };
+    while !started.load(Ordering::Relaxed) {
+        std::thread::yield_now();
+    }
+    let tables = [
+        tc_tables(&reversed, &local).unwrap(),
+        tc_tables(&rules, &local).unwrap(),
+    ];
+    for i in 0..400 {
+        prog.tc.install(&tables[i % 2]).unwrap();
+        swaps.fetch_add(1, Ordering::Relaxed);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (runs, wrong, interleaved) = judge.join().unwrap();
+    eprintln!("{runs} packets judged, swaps landed between {interleaved} of their rounds");
+    assert_eq!(wrong, 0, "{wrong} of {runs} packets misjudged");
+    assert!(
+        interleaved >= 50 && runs >= 1000,
+        "{runs} runs, {interleaved} interleaved"
+    );
+}

@@ -21,7 +21,7 @@ mod sys;
 mod tc;
 mod xdp;
 
-pub use tc::{TcCounters, TcFilter};
+pub use tc::{TcCounters, TcFilter, TestRunner};
 pub use weft_ebpf_common::{self as common, Prefix, Slot, SlotBits, TcTables};
 pub use xdp::{XdpAttachMode, XdpCounters, XdpFilter};
 

@@ -1,6 +1,6 @@
 //! The tc packet filter: load, attach, install rule generations, counters, test runs.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapData, PerCpuArray};
@@ -35,6 +35,28 @@ impl TcCounters {
     /// The counter at `index` ([`tc_counter`]).
     pub fn get(&self, index: u32) -> u64 {
         self.0.get(index as usize).copied().unwrap_or(0)
+    }
+}
+
+/// Runs the tc program with `BPF_PROG_TEST_RUN` from any thread ([`TcFilter::test_runner`]).
+#[derive(Debug)]
+pub struct TestRunner {
+    fd: OwnedFd,
+}
+
+impl TestRunner {
+    /// As [`TcFilter::test_run`].
+    ///
+    /// # Errors
+    /// [`Error::TestPacketSize`] or [`Error::Syscall`].
+    pub fn run(&self, frame: &[u8]) -> Result<u32, Error> {
+        if !(15..=3500).contains(&frame.len()) {
+            return Err(Error::TestPacketSize(frame.len()));
+        }
+        sys::test_run(self.fd.as_raw_fd(), frame).map_err(|source| Error::Syscall {
+            call: "BPF_PROG_TEST_RUN",
+            source,
+        })
     }
 }
 
@@ -249,6 +271,28 @@ impl TcFilter {
             call: "BPF_PROG_TEST_RUN",
             source,
         })
+    }
+
+    /// A handle that test-runs this program from another thread (a duplicate of the program's
+    /// file descriptor), for tests that swap rules while packets are being judged.
+    ///
+    /// # Errors
+    /// [`Error::Program`] or [`Error::Syscall`] (the descriptor could not be duplicated).
+    pub fn test_runner(&self) -> Result<TestRunner, Error> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(Error::Missing("tc program"))?
+            .try_into()?;
+        let fd = prog
+            .fd()?
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|source| Error::Syscall {
+                call: "dup",
+                source,
+            })?;
+        Ok(TestRunner { fd })
     }
 
     fn map<V: aya::Pod>(&mut self, name: &'static str) -> Result<Array<&mut MapData, V>, Error> {

@@ -40,10 +40,15 @@ fn disco_packet(tag: u8) -> Vec<u8> {
 }
 
 impl Harness {
-    #[allow(clippy::disallowed_methods)] // Tests pick an arbitrary base instant; only offsets matter.
     fn new() -> Self {
+        Self::with_queue_depth(32)
+    }
+
+    #[allow(clippy::disallowed_methods)] // Tests pick an arbitrary base instant; only offsets matter.
+    fn with_queue_depth(depth: usize) -> Self {
         let mut config = ServerConfig::new(key(200));
         config.mesh_key = Some(MeshKey::from_bytes(MESH));
+        config.send_queue_depth = depth;
         Self {
             s: Server::new(config, [42; 32]),
             t0: Instant::now(),
@@ -448,3 +453,6 @@ fn note_preferred_bookkeeping() {
 
 #[path = "tests_mesh.rs"]
 mod mesh;
+
+#[path = "tests_model.rs"]
+mod model;

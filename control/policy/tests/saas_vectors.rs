@@ -8,10 +8,15 @@
 //! compatibility test data (`hscontrol/policy/v2/testdata/{acl_results,routes_results,
 //! issue_3212}` at juanfont/headscale f20f1f12, BSD-3-Clause), converted to this compact
 //! form: the facts are Tailscale's, not Headscale's code. All 342 captures were checked when
-//! the file was made.
+//! the file was made, filters and peer lists.
 //!
 //! Filters are compared as sets of (sources, protocols, destination, ports) atoms, so the
 //! order of entries and how rules are grouped do not matter; everything else must be equal.
+//! Each node's peer list (the netmap's `Peers`) must equal [`CompiledPolicy::peers_of`].
+//! A node's approved routes are those of the capture's topology plus those its own netmap
+//! shows in `AllowedIPs` (routes `autoApprovers` approved).
+//!
+//! [`CompiledPolicy::peers_of`]: weft_policy::CompiledPolicy::peers_of
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -75,7 +80,7 @@ fn node(n: &Value) -> Node {
 
 #[test]
 fn filters_match_tailscale_saas_captures() {
-    let (mut accepted, mut refused, mut compared) = (0, 0, 0);
+    let (mut accepted, mut refused, mut compared, mut peer_lists) = (0, 0, 0, 0);
     for line in VECTORS.lines() {
         let case: Value = serde_json::from_str(line).unwrap();
         let name = case["name"].as_str().unwrap();
@@ -91,7 +96,23 @@ fn filters_match_tailscale_saas_captures() {
         let policy = parsed.unwrap_or_else(|e| panic!("{name}: {e}"));
         let nodes: Vec<Node> = case["nodes"].as_array().unwrap().iter().map(node).collect();
         let compiled = policy.compile(&Tailnet::new(nodes));
+        let name_of = |id: NodeId| {
+            let n = case["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["id"] == id.0);
+            n.unwrap()["name"].as_str().unwrap().to_owned()
+        };
         for n in case["nodes"].as_array().unwrap() {
+            let id = NodeId(n["id"].as_u64().unwrap());
+            if let Some(want) = case["peers"].get(n["name"].as_str().unwrap()) {
+                let mut got: Vec<String> = compiled.peers_of(id).into_iter().map(name_of).collect();
+                got.sort();
+                let want: Vec<String> = serde_json::from_value(want.clone()).unwrap();
+                assert_eq!(got, want, "{name}, peers of {}", n["name"]);
+                peer_lists += 1;
+            }
             let want = case["expected"]
                 .get(n["name"].as_str().unwrap())
                 .cloned()
@@ -116,4 +137,5 @@ fn filters_match_tailscale_saas_captures() {
         "{accepted} accepted, {refused} refused"
     );
     assert!(compared >= 400, "{compared} atoms");
+    assert!(peer_lists >= 600, "{peer_lists} peer lists");
 }

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+mod packet_filter;
 mod wg_daemon;
 
 /// weft: a Tailscale-compatible mesh VPN with a fast userspace WireGuard data plane.

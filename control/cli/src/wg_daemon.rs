@@ -45,6 +45,11 @@ pub(crate) struct WgArgs {
     /// The default is the one that measured faster in `perf/`.
     #[arg(long, env = "WEFT_IO", value_enum, default_value_t = IoBackend::default())]
     pub(crate) io: IoBackend,
+    /// The tailnet packet filter for decrypted packets, from a JSON file
+    /// (`{"LocalNets": [...], "PacketFilter": [...]}`, see docs); re-read on SIGHUP. Without
+    /// it every packet the peers' allowed IPs admit is delivered, as plain WireGuard does.
+    #[arg(long, env = "WEFT_PACKET_FILTER")]
+    pub(crate) packet_filter: Option<std::path::PathBuf>,
     /// Shard threads (TUN queues and UDP sockets); 0 means one per core.
     #[arg(long, env = "WEFT_SHARDS", default_value_t = 0)]
     pub(crate) shards: usize,
@@ -87,20 +92,37 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
     config.udp.mmsg &= !args.no_mmsg;
     config.shards = args.shards;
     config.io_uring = args.io == IoBackend::Uring;
+    // A filter file that cannot be used stops the start: better no device than an open one.
+    let filter = args
+        .packet_filter
+        .as_deref()
+        .map(crate::packet_filter::load)
+        .transpose()?;
     let engine = Engine::start(&config)
         .with_context(|| format!("cannot create interface {}", args.ifname))?;
+    let filters = engine.packet_filter();
+    if filter.is_some() {
+        filters.set(filter);
+    }
     let stopper = engine.stopper();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .context("cannot install signal handlers")?;
+    let filter_path = args.packet_filter.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Some(sig) = signals.forever().next() {
+            for sig in signals.forever() {
+                if sig == signal_hook::consts::SIGHUP {
+                    reload(filter_path.as_deref(), &filters);
+                    continue;
+                }
                 tracing::info!(signal = sig, "shutting down");
                 stopper.stop();
+                break;
             }
         })
         .context("cannot start the signal thread")?;
@@ -116,6 +138,22 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
     }
     engine.run().context("device stopped with an error")?;
     Ok(())
+}
+
+/// SIGHUP: re-reads the packet filter file; a file that cannot be used leaves the filter in
+/// force as it is.
+fn reload(path: Option<&std::path::Path>, filters: &weft_dataplane::PacketFilterControl) {
+    let Some(path) = path else {
+        tracing::info!("SIGHUP: no --packet-filter file to reload");
+        return;
+    };
+    match crate::packet_filter::load(path) {
+        Ok(filter) => filters.set(Some(filter)),
+        Err(e) => tracing::error!(
+            error = format!("{e:#}"),
+            "packet filter not reloaded; the previous one stays"
+        ),
+    }
 }
 
 fn daemonize(args: &WgArgs) -> Result<()> {
@@ -165,8 +203,11 @@ fn init_logging() {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal: logs redirected to a file or a journal stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }

@@ -34,6 +34,8 @@ pub enum WgImpl {
     WeftSharded(PathBuf, u8),
     /// weft-wg at the given path on the io_uring backend (`--io uring`).
     WeftUring(PathBuf),
+    /// weft-wg at the given path with extra command-line arguments (before the interface).
+    WeftWithArgs(PathBuf, Vec<String>),
     /// wireguard-go, [`WIREGUARD_GO`].
     WireguardGo,
     /// boringtun-cli, looked up on `PATH` then in `~/.cargo/bin`.
@@ -54,6 +56,7 @@ impl WgImpl {
             Self::WeftNoOffload(_) => "weft-no-offload",
             Self::WeftSharded(..) => "weft-sharded",
             Self::WeftUring(_) => "weft-uring",
+            Self::WeftWithArgs(..) => "weft",
             Self::WireguardGo => "wireguard-go",
             Self::Boringtun => "boringtun",
         }
@@ -66,7 +69,8 @@ impl WgImpl {
             Self::Weft(path)
             | Self::WeftNoOffload(path)
             | Self::WeftSharded(path, _)
-            | Self::WeftUring(path) => Ok(path.clone()),
+            | Self::WeftUring(path)
+            | Self::WeftWithArgs(path, _) => Ok(path.clone()),
             Self::WireguardGo => Ok(PathBuf::from(WIREGUARD_GO)),
             Self::Boringtun => find_program("boringtun-cli"),
         }
@@ -135,6 +139,9 @@ impl WgImpl {
         }
         if matches!(self, Self::WeftUring(_)) {
             argv.extend(["--io", "uring"]);
+        }
+        if let Self::WeftWithArgs(_, extra) = self {
+            argv.extend(extra.iter().map(String::as_str));
         }
         let shards = match self {
             Self::WeftSharded(_, n) => Some(n.to_string()),

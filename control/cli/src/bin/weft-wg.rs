@@ -3,6 +3,8 @@
 
 use clap::Parser;
 
+#[path = "../packet_filter.rs"]
+mod packet_filter;
 #[path = "../wg_daemon.rs"]
 mod wg_daemon;
 

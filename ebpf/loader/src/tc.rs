@@ -273,6 +273,29 @@ impl TcFilter {
         })
     }
 
+    /// Runs the program `repeat` times on `frame` and returns the kernel's mean time per run in
+    /// nanoseconds (for benchmarks; the counters move by `repeat`).
+    ///
+    /// # Errors
+    /// As [`test_run`](Self::test_run).
+    pub fn time_per_run(&self, frame: &[u8], repeat: u32) -> Result<u32, Error> {
+        if !(15..=3500).contains(&frame.len()) {
+            return Err(Error::TestPacketSize(frame.len()));
+        }
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM)
+            .ok_or(Error::Missing("tc program"))?
+            .try_into()?;
+        let fd = prog.fd()?;
+        sys::test_run_repeat(fd.as_fd().as_raw_fd(), frame, repeat)
+            .map(|(_, ns)| ns)
+            .map_err(|source| Error::Syscall {
+                call: "BPF_PROG_TEST_RUN",
+                source,
+            })
+    }
+
     /// A handle that test-runs this program from another thread (a duplicate of the program's
     /// file descriptor), for tests that swap rules while packets are being judged.
     ///

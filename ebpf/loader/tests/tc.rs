@@ -84,3 +84,14 @@ fn test_run_refuses_frames_the_kernel_would() {
         Err(Error::TestPacketSize(4000))
     ));
 }
+
+/// The kernel times repeated runs; the counters move by the repeat count.
+#[test]
+fn timed_runs_count_every_run() {
+    let mut tc = TcFilter::load(0).unwrap();
+    tc.install(&allow_dns()).unwrap();
+    let ns = tc.time_per_run(&packet(), 10_000).unwrap();
+    eprintln!("tc program: {ns} ns per allowed UDP packet (BPF_PROG_TEST_RUN mean)");
+    assert!(ns < 1_000_000, "{ns} ns per run");
+    assert_eq!(tc.counters().unwrap().passed(), 10_000);
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use weft_testkit::{
-    ping, serial, tcp_transfer, wait_until, Family, Pair, PairBuilder, TempDir, WgImpl,
+    ping, serial, tcp_transfer, veth, wait_until, Family, Netns, Pair, PairBuilder, TempDir, WgImpl,
 };
 
 fn weft_path() -> PathBuf {
@@ -285,6 +285,65 @@ fn netns_filter_reload_keeps_the_old_filter_when_the_file_is_bad() {
         )?;
         ensure!(installs(&pair.b.daemon.log()) == 2, "nothing was installed");
         check(pair)
+    })
+    .unwrap();
+}
+
+/// B routes 192.168.50.0/24 (host C behind it) for A: the filter judges forwarded traffic by
+/// its real destination, so a denied port on C is never forwarded and an allowed one is.
+#[test]
+fn netns_subnet_router_does_not_forward_denied_traffic() {
+    let _serial = serial();
+    let dir = TempDir::new("filter").unwrap();
+    let (mut pair, file) = start_pair(dir.path()).unwrap();
+    let c = Netns::new("c").unwrap();
+    pair.run(|pair| {
+        veth(&pair.b.ns, "rb", &c, "rc")?;
+        pair.b.ns.addr_add("rb", "192.168.50.1/24")?;
+        c.addr_add("rc", "192.168.50.2/24")?;
+        pair.b.ns.link_up("rb")?;
+        c.link_up("rc")?;
+        c.ip(&["route", "add", "default", "via", "192.168.50.1"])?;
+        pair.b.ns.sysctl("net.ipv4.ip_forward", "1")?;
+        // A sends 192.168.50.0/24 to B through the tunnel.
+        let allowed = format!(
+            "{}/32,{}/128,192.168.50.0/24",
+            pair.b.tunnel_v4, pair.b.tunnel_v6
+        );
+        pair.a.wg_set(&[
+            "peer",
+            pair.a.peer_public.as_str(),
+            "allowed-ips",
+            allowed.as_str(),
+        ])?;
+        pair.a.ns.route_add("192.168.50.0/24", &pair.a.ifname)?;
+
+        let a = pair.a.tunnel(Family::V4);
+        let host_c: IpAddr = "192.168.50.2".parse()?;
+        // Allow-all start filter: both ports reach C (no listener there: refused).
+        ensure!(
+            connect(pair, host_c, DENIED_PORT)? == "refused",
+            "C reachable"
+        );
+        let rules = format!(
+            r#"{{"LocalNets": ["{}/32", "192.168.50.0/24"], "PacketFilter": [{{"SrcIPs": ["{a}"],
+                "DstPorts": [{{"IP": "192.168.50.2", "Ports": {{"First": 20000, "Last": 39999}}}}],
+                "IPProto": [6]}}]}}"#,
+            pair.b.tunnel_v4
+        );
+        std::fs::write(&file, rules)?;
+        reload(pair, 2)?;
+        let denied = connect(pair, host_c, DENIED_PORT)?;
+        ensure!(denied == "timeout", "SYN to C's denied port: {denied}");
+        let open = connect(pair, host_c, 20001)?;
+        ensure!(open == "refused", "SYN to C's allowed port: {open}");
+        let report = tcp_transfer(&pair.a.ns, &c, host_c, 256 << 10)?;
+        ensure!(
+            report.bytes == 256 << 10,
+            "transfer to C: {} bytes",
+            report.bytes
+        );
+        Ok(())
     })
     .unwrap();
 }

@@ -51,24 +51,39 @@ pub const PROTOCOL_VERSION: u32 = 2;
 /// Length of a PeerPresent frame as current servers send it: key, 16-byte IP, port, flags.
 pub const PEER_PRESENT_LEN: usize = KEY_LEN + 16 + 2 + 1;
 
-/// Frame type bytes (`derp.go`).
-#[allow(missing_docs)]
+/// Frame type bytes (`derp.go`); see [`Frame`] for each payload.
 pub mod frame_type {
+    /// S→C greeting: magic + server key.
     pub const SERVER_KEY: u8 = 0x01;
+    /// C→S: client key + sealed ClientInfo.
     pub const CLIENT_INFO: u8 = 0x02;
+    /// S→C: sealed ServerInfo.
     pub const SERVER_INFO: u8 = 0x03;
+    /// C→S: destination key + packet.
     pub const SEND_PACKET: u8 = 0x04;
+    /// S→C: source key + packet.
     pub const RECV_PACKET: u8 = 0x05;
+    /// S→C: keep-alive, empty.
     pub const KEEP_ALIVE: u8 = 0x06;
+    /// C→S: one byte, home server or not.
     pub const NOTE_PREFERRED: u8 = 0x07;
+    /// S→C: peer key + reason.
     pub const PEER_GONE: u8 = 0x08;
+    /// S→watchers: peer key [+ endpoint [+ flags]].
     pub const PEER_PRESENT: u8 = 0x09;
+    /// Mesh→S: source key + destination key + packet.
     pub const FORWARD_PACKET: u8 = 0x0a;
+    /// Mesh→S: subscribe to connects/disconnects, empty.
     pub const WATCH_CONNS: u8 = 0x10;
+    /// Mesh→S: close a peer's connections.
     pub const CLOSE_PEER: u8 = 0x11;
+    /// Either way: 8 bytes to echo.
     pub const PING: u8 = 0x12;
+    /// Either way: the echoed 8 bytes.
     pub const PONG: u8 = 0x13;
+    /// S→C: problem text.
     pub const HEALTH: u8 = 0x14;
+    /// S→C: reconnect-in and try-for milliseconds.
     pub const RESTARTING: u8 = 0x15;
 }
 use frame_type as ft;

@@ -25,29 +25,19 @@ char LICENSE[] SEC("license") = "Dual MIT/GPL";
 /* Bytes before the IP header: 0 on a TUN, 14 behind an Ethernet header. Set at load time. */
 volatile const __u32 weft_l2_offset = 0;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, WEFT_LPM_ENTRIES);
-	__type(key, struct weft_lpm_key);
-	__type(value, struct weft_slot_bits);
-} weft_src SEC(".maps");
+/* The three tries differ only in their value type. */
+#define WEFT_LPM_TRIE(value_type)                              \
+	struct {                                               \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);           \
+		__uint(map_flags, BPF_F_NO_PREALLOC);          \
+		__uint(max_entries, WEFT_LPM_ENTRIES);         \
+		__type(key, struct weft_lpm_key);              \
+		__type(value, value_type);                     \
+	}
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, WEFT_LPM_ENTRIES);
-	__type(key, struct weft_lpm_key);
-	__type(value, struct weft_slot_bits);
-} weft_dst SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, WEFT_LPM_ENTRIES);
-	__type(key, struct weft_lpm_key);
-	__type(value, struct weft_local);
-} weft_local SEC(".maps");
+WEFT_LPM_TRIE(struct weft_slot_bits) weft_src SEC(".maps");
+WEFT_LPM_TRIE(struct weft_slot_bits) weft_dst SEC(".maps");
+WEFT_LPM_TRIE(struct weft_local) weft_local SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

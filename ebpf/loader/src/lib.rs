@@ -60,6 +60,35 @@ pub enum Error {
     TestPacketSize(usize),
 }
 
+/// Runs the program behind `fd` `repeat` times on `frame` with `BPF_PROG_TEST_RUN`: its last
+/// return value and the kernel's mean time per run in nanoseconds.
+fn run_program(
+    fd: std::os::fd::BorrowedFd<'_>,
+    frame: &[u8],
+    repeat: u32,
+) -> Result<(u32, u32), Error> {
+    use std::os::fd::AsRawFd;
+    if !(15..=3500).contains(&frame.len()) {
+        return Err(Error::TestPacketSize(frame.len()));
+    }
+    sys::test_run(fd.as_raw_fd(), frame, repeat).map_err(|source| Error::Syscall {
+        call: "BPF_PROG_TEST_RUN",
+        source,
+    })
+}
+
+/// The per-CPU `u64` counter array `name`, summed over CPUs.
+fn sum_counters<const N: usize>(ebpf: &aya::Ebpf, name: &'static str) -> Result<[u64; N], Error> {
+    let map = ebpf.map(name).ok_or(Error::Missing(name))?;
+    let stats: aya::maps::PerCpuArray<&aya::maps::MapData, u64> =
+        aya::maps::PerCpuArray::try_from(map)?;
+    let mut out = [0; N];
+    for (i, c) in out.iter_mut().enumerate() {
+        *c = stats.get(&(i as u32), 0)?.iter().sum();
+    }
+    Ok(out)
+}
+
 /// The name of the interface with index `ifindex`.
 fn if_name(ifindex: u32) -> Result<String, Error> {
     sys::if_name(ifindex).ok_or(Error::NoInterface(ifindex))

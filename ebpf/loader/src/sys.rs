@@ -29,14 +29,9 @@ struct TestRunAttr {
     pad: u32,
 }
 
-/// Runs program `prog_fd` once on `data`; returns its return value.
-pub(crate) fn test_run(prog_fd: RawFd, data: &[u8]) -> io::Result<u32> {
-    test_run_repeat(prog_fd, data, 1).map(|(ret, _)| ret)
-}
-
 /// Runs program `prog_fd` `repeat` times on `data`; returns the last return value and the
 /// kernel's mean time per run in nanoseconds.
-pub(crate) fn test_run_repeat(prog_fd: RawFd, data: &[u8], repeat: u32) -> io::Result<(u32, u32)> {
+pub(crate) fn test_run(prog_fd: RawFd, data: &[u8], repeat: u32) -> io::Result<(u32, u32)> {
     let mut attr = TestRunAttr {
         prog_fd: u32::try_from(prog_fd).map_err(|_| io::Error::from_raw_os_error(libc::EBADF))?,
         data_size_in: u32::try_from(data.len())

@@ -1,9 +1,9 @@
 //! The tc packet filter: load, attach, install rule generations, counters, test runs.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, MapData, PerCpuArray};
+use aya::maps::{Array, MapData};
 use aya::programs::tc::{self, SchedClassifier, TcAttachType};
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
 use weft_ebpf_common::{
@@ -11,7 +11,7 @@ use weft_ebpf_common::{
 };
 
 use crate::pod::{PodBits, PodKey, PodLocal, PodSlot, PodTcConfig};
-use crate::{if_name, sys, Error};
+use crate::{if_name, run_program, sum_counters, Error};
 
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/acl_tc.o"));
 const PROGRAM: &str = "weft_acl";
@@ -50,13 +50,7 @@ impl TestRunner {
     /// # Errors
     /// [`Error::TestPacketSize`] or [`Error::Syscall`].
     pub fn run(&self, frame: &[u8]) -> Result<u32, Error> {
-        if !(15..=3500).contains(&frame.len()) {
-            return Err(Error::TestPacketSize(frame.len()));
-        }
-        sys::test_run(self.fd.as_raw_fd(), frame).map_err(|source| Error::Syscall {
-            call: "BPF_PROG_TEST_RUN",
-            source,
-        })
+        run_program(self.fd.as_fd(), frame, 1).map(|(ret, _)| ret)
     }
 }
 
@@ -239,16 +233,7 @@ impl TcFilter {
     /// # Errors
     /// [`Error::Map`] or [`Error::Missing`].
     pub fn counters(&self) -> Result<TcCounters, Error> {
-        let map = self
-            .ebpf
-            .map("weft_tc_stats")
-            .ok_or(Error::Missing("weft_tc_stats"))?;
-        let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        let mut out = TcCounters::default();
-        for (i, c) in out.0.iter_mut().enumerate() {
-            *c = stats.get(&(i as u32), 0)?.iter().sum();
-        }
-        Ok(out)
+        sum_counters(&self.ebpf, "weft_tc_stats").map(TcCounters)
     }
 
     /// Runs the loaded program once on `frame` with `BPF_PROG_TEST_RUN` and returns its
@@ -258,19 +243,7 @@ impl TcFilter {
     /// # Errors
     /// [`Error::TestPacketSize`] or [`Error::Syscall`].
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, Error> {
-        if !(15..=3500).contains(&frame.len()) {
-            return Err(Error::TestPacketSize(frame.len()));
-        }
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(PROGRAM)
-            .ok_or(Error::Missing("tc program"))?
-            .try_into()?;
-        let fd = prog.fd()?;
-        sys::test_run(fd.as_fd().as_raw_fd(), frame).map_err(|source| Error::Syscall {
-            call: "BPF_PROG_TEST_RUN",
-            source,
-        })
+        run_program(self.prog()?.fd()?.as_fd(), frame, 1).map(|(ret, _)| ret)
     }
 
     /// Runs the program `repeat` times on `frame` and returns the kernel's mean time per run in
@@ -279,21 +252,15 @@ impl TcFilter {
     /// # Errors
     /// As [`test_run`](Self::test_run).
     pub fn time_per_run(&self, frame: &[u8], repeat: u32) -> Result<u32, Error> {
-        if !(15..=3500).contains(&frame.len()) {
-            return Err(Error::TestPacketSize(frame.len()));
-        }
-        let prog: &SchedClassifier = self
+        run_program(self.prog()?.fd()?.as_fd(), frame, repeat).map(|(_, ns)| ns)
+    }
+
+    fn prog(&self) -> Result<&SchedClassifier, Error> {
+        Ok(self
             .ebpf
             .program(PROGRAM)
             .ok_or(Error::Missing("tc program"))?
-            .try_into()?;
-        let fd = prog.fd()?;
-        sys::test_run_repeat(fd.as_fd().as_raw_fd(), frame, repeat)
-            .map(|(_, ns)| ns)
-            .map_err(|source| Error::Syscall {
-                call: "BPF_PROG_TEST_RUN",
-                source,
-            })
+            .try_into()?)
     }
 
     /// A handle that test-runs this program from another thread (a duplicate of the program's
@@ -302,12 +269,8 @@ impl TcFilter {
     /// # Errors
     /// [`Error::Program`] or [`Error::Syscall`] (the descriptor could not be duplicated).
     pub fn test_runner(&self) -> Result<TestRunner, Error> {
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(PROGRAM)
-            .ok_or(Error::Missing("tc program"))?
-            .try_into()?;
-        let fd = prog
+        let fd = self
+            .prog()?
             .fd()?
             .as_fd()
             .try_clone_to_owned()

@@ -1,14 +1,14 @@
 //! The XDP junk and flood filter: load, attach, configure, counters, test runs.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 
-use aya::maps::{Array, MapData, PerCpuArray};
+use aya::maps::{Array, MapData};
 use aya::programs::{Xdp, XdpMode};
 use aya::{include_bytes_aligned, Ebpf};
 use weft_ebpf_common::{xdp_counter, XdpConfig};
 
 use crate::pod::PodXdpConfig;
-use crate::{sys, Error};
+use crate::{run_program, sum_counters, Error};
 
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/acl_xdp.o"));
 const PROGRAM: &str = "weft_xdp";
@@ -115,16 +115,7 @@ impl XdpFilter {
     /// # Errors
     /// [`Error::Map`] or [`Error::Missing`].
     pub fn counters(&self) -> Result<XdpCounters, Error> {
-        let map = self
-            .ebpf
-            .map("weft_xdp_stats")
-            .ok_or(Error::Missing("weft_xdp_stats"))?;
-        let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
-        let mut out = XdpCounters::default();
-        for (i, c) in out.0.iter_mut().enumerate() {
-            *c = stats.get(&(i as u32), 0)?.iter().sum();
-        }
-        Ok(out)
+        sum_counters(&self.ebpf, "weft_xdp_stats").map(XdpCounters)
     }
 
     /// Runs the loaded program once on `frame` (an Ethernet frame) with `BPF_PROG_TEST_RUN`
@@ -133,18 +124,11 @@ impl XdpFilter {
     /// # Errors
     /// [`Error::TestPacketSize`] or [`Error::Syscall`].
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, Error> {
-        if !(15..=3500).contains(&frame.len()) {
-            return Err(Error::TestPacketSize(frame.len()));
-        }
         let prog: &Xdp = self
             .ebpf
             .program(PROGRAM)
             .ok_or(Error::Missing("xdp program"))?
             .try_into()?;
-        let fd = prog.fd()?;
-        sys::test_run(fd.as_fd().as_raw_fd(), frame).map_err(|source| Error::Syscall {
-            call: "BPF_PROG_TEST_RUN",
-            source,
-        })
+        run_program(prog.fd()?.as_fd(), frame, 1).map(|(ret, _)| ret)
     }
 }

@@ -2,20 +2,24 @@
 //!
 //! Each test is run against the compiled filters with `weft_filter`'s matcher, the same code
 //! the data plane runs, so a test passes exactly when the packets would pass:
-//! * the source alias names addresses (a node alias: its nodes' addresses; an IP or CIDR:
-//!   that address, or the network address of the CIDR);
-//! * each destination `alias:port` names (node, address) targets: a node alias its nodes'
-//!   addresses; an IP the node that has it, or the routers serving it, or (public addresses)
-//!   the exit nodes;
+//! * the source alias names addresses (a node alias: its nodes' addresses; an IP: that
+//!   address; a CIDR: its network address);
+//! * each destination `alias:port` (one port, one address or a node alias: what Tailscale
+//!   accepts in a test) names (node, address) targets: a node alias its nodes' addresses; an
+//!   IP the node that has it, or else the routers serving it, or else (public addresses) the
+//!   exit nodes;
 //! * for every source address and target address of the same family (a node sending to
-//!   itself is skipped), at both ends of every port range, a packet is built (TCP SYN, UDP,
-//!   SCTP, ICMP echo request, or the bare protocol) and given to the target's
-//!   [`weft_filter::Filter`]. Without `proto`, the pair counts as allowed if TCP or UDP is.
+//!   itself is skipped) a packet is built (TCP SYN, UDP, SCTP, ICMP echo request, or the bare
+//!   protocol) and given to the target's [`weft_filter::Filter`]. Without `proto`, the pair
+//!   counts as allowed if TCP or UDP is.
 //! * `accept` needs every pair allowed, `deny` needs every pair denied (Headscale requires
 //!   every source to pass as well).
 //!
 //! A source or destination that names no address fails the test: an assertion about nothing
-//! is more likely a typo than an intent.
+//! is more likely a typo than an intent. Tailscale's outcomes were checked against its
+//! captured verdicts (`tests/saas_vectors.rs`); the one known difference is a destination
+//! address that no node holds or routes, which Tailscale evaluates against the rules alone
+//! (it can pass there) and weft fails, since such packets reach no filter.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -463,6 +463,13 @@ impl Validator<'_> {
             ));
         }
         let proto = self.proto(&path.key("proto"), t.proto.as_ref())?;
+        if t.accept.is_empty() && t.deny.is_empty() {
+            return Err(self.err(
+                path,
+                &t.src,
+                Invalid::Placement("a test needs \"accept\" or \"deny\" entries"),
+            ));
+        }
         let list = |key: &str, v: &[String]| -> Res<Vec<(String, Destination)>> {
             v.iter()
                 .enumerate()
@@ -477,6 +484,17 @@ impl Validator<'_> {
                                 "a test destination names devices or addresses, not autogroup:self or autogroup:internet",
                             ),
                         ));
+                    }
+                    let cidr = matches!(dst.alias, Alias::Prefix(n) if n.prefix_len() != if n.is_v6() { 128 } else { 32 });
+                    if cidr || d.contains('/') {
+                        return Err(self.err(
+                            &p,
+                            d,
+                            Invalid::Placement("a test destination is one address, not a CIDR"),
+                        ));
+                    }
+                    if !matches!(dst.ports.as_slice(), [r] if r.first == r.last) {
+                        return Err(self.err(&p, d, Invalid::Ports("a test names exactly one port")));
                     }
                     Ok((d.clone(), dst))
                 })

@@ -10,6 +10,10 @@
 //! form: the facts are Tailscale's, not Headscale's code. All 342 captures were checked when
 //! the file was made, filters and peer lists.
 //!
+//! `vectors/tailscale_saas_tests.jsonl` holds policies with a `tests` section and whether
+//! Tailscale accepted them (Headscale's `policytest_results`, the cases without `grants`,
+//! which weft does not implement).
+//!
 //! Filters are compared as sets of (sources, protocols, destination, ports) atoms, so the
 //! order of entries and how rules are grouped do not matter; everything else must be equal.
 //! Each node's peer list (the netmap's `Peers`) must equal [`CompiledPolicy::peers_of`].
@@ -30,6 +34,9 @@ use serde_json::Value;
 use weft_policy::{Node, NodeId, Policy, Tailnet};
 
 const VECTORS: &str = include_str!("vectors/tailscale_saas.jsonl");
+/// Policies with a `tests` section and whether Tailscale accepted them (Headscale's
+/// `policytest_results`, the cases without `grants`).
+const TEST_VECTORS: &str = include_str!("vectors/tailscale_saas_tests.jsonl");
 
 /// One string per (sources, protocols, destination entry).
 fn atoms(rules: &Value) -> BTreeSet<String> {
@@ -138,4 +145,24 @@ fn filters_match_tailscale_saas_captures() {
     );
     assert!(compared >= 400, "{compared} atoms");
     assert!(peer_lists >= 600, "{peer_lists} peer lists");
+}
+
+#[test]
+fn tests_sections_pass_and_fail_as_on_tailscale_saas() {
+    let mut cases = 0;
+    for line in TEST_VECTORS.lines() {
+        let case: Value = serde_json::from_str(line).unwrap();
+        let name = case["name"].as_str().unwrap();
+        let nodes: Vec<Node> = case["nodes"].as_array().unwrap().iter().map(node).collect();
+        let got = Policy::load(case["policy"].as_str().unwrap(), &Tailnet::new(nodes));
+        let want = case["accepted"].as_bool().unwrap();
+        assert_eq!(
+            got.is_ok(),
+            want,
+            "{name}: {:?}",
+            got.err().map(|e| e.to_string())
+        );
+        cases += 1;
+    }
+    assert!(cases >= 45, "{cases} cases");
 }

@@ -438,6 +438,33 @@ fn validation_of_tables() {
     let (k, _, p) = invalid(r#"{"tests": [{"src": "a@b", "deny": ["autogroup:internet:443"]}]}"#);
     assert!(matches!(k, Invalid::Placement(_)), "{k:?}");
     assert_eq!(p, "tests[0].deny[0]");
+    // As on Tailscale: one port, one address, and something to check.
+    for (t, want) in [
+        (
+            r#"{"src": "a@b", "accept": ["100.64.0.1:*"]}"#,
+            "tests[0].accept[0]",
+        ),
+        (
+            r#"{"src": "a@b", "accept": ["100.64.0.1:22,80"]}"#,
+            "tests[0].accept[0]",
+        ),
+        (
+            r#"{"src": "a@b", "deny": ["100.64.0.1:1-2"]}"#,
+            "tests[0].deny[0]",
+        ),
+        (
+            r#"{"src": "a@b", "deny": ["10.0.0.0/8:22"]}"#,
+            "tests[0].deny[0]",
+        ),
+        (
+            r#"{"src": "a@b", "deny": ["100.64.0.1/32:22"]}"#,
+            "tests[0].deny[0]",
+        ),
+        (r#"{"src": "a@b"}"#, "tests[0]"),
+    ] {
+        let (_, _, p) = invalid(&format!(r#"{{"tests": [{t}]}}"#));
+        assert_eq!(p, want, "{t}");
+    }
     let (k, _, p) = invalid(r#"{"tests": [{"src": "a@b", "accept": ["tag:none:22"]}]}"#);
     assert_eq!(
         (k, p.as_str()),

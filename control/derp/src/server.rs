@@ -38,6 +38,8 @@
 //! * Only connections whose ClientInfo carried this server's mesh key may send ForwardPacket,
 //!   WatchConns and ClosePeer; anyone else sending them is disconnected.
 //! * Frame types a client has no business sending are ignored, as upstream's server does.
+//! * An optional per-client receive rate limit ([`RateLimit`]; mesh peers exempt) pauses
+//!   reading rather than dropping, as upstream's does.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -52,7 +54,10 @@ use crate::frame::{
 };
 use crate::handshake::{self, ClientInfo, HandshakeError, MeshKey, ServerInfo};
 
+mod ratelimit;
 mod stats;
+pub use ratelimit::RateLimit;
+use ratelimit::TokenBucket;
 pub use stats::{DropCount, DropReason, DropStats, ServerStats};
 
 /// A connection the server accepted. Ids are never reused.
@@ -76,6 +81,8 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     /// ... plus a per-connection random jitter below this (upstream: 5 s).
     pub keep_alive_jitter: Duration,
+    /// Per-client receive limit (mesh peers exempt); `None` for no limit, the default.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl ServerConfig {
@@ -87,6 +94,7 @@ impl ServerConfig {
             send_queue_depth: 32,
             keep_alive: Duration::from_secs(60),
             keep_alive_jitter: Duration::from_secs(5),
+            rate_limit: None,
         }
     }
 }
@@ -180,6 +188,9 @@ struct Conn {
     not_here_tokens: u64,
     not_here_at: Instant,
     woken: bool,
+    /// Receive limit, and when reading may resume after it ran dry.
+    bucket: Option<TokenBucket>,
+    paused_until: Option<Instant>,
 }
 
 impl Conn {
@@ -397,6 +408,12 @@ impl Server {
             not_here_tokens: NOT_HERE_BURST,
             not_here_at: now,
             woken: false,
+            bucket: self
+                .config
+                .rate_limit
+                .filter(|l| !can_mesh && l.bytes_per_second > 0)
+                .map(|l| TokenBucket::new(l, now)),
+            paused_until: None,
         };
         let endpoint = conn.endpoint();
         self.timers.insert((conn.next_keep_alive, id));
@@ -432,6 +449,10 @@ impl Server {
     /// Handles every complete frame at the front of `buf` and returns how many bytes it used
     /// (keep the rest for the next call).
     ///
+    /// With a [`RateLimit`], it stops before a frame the client's bucket cannot pay for: the
+    /// unused bytes stay with the shell, which stops reading from the socket until
+    /// [`Server::paused_until`] and then calls again.
+    ///
     /// # Errors
     /// Any [`ServerError`]: close the connection and call [`Server::disconnect`].
     pub fn handle_input(
@@ -444,10 +465,26 @@ impl Server {
         while let Some((raw, n)) =
             frame::next_frame(buf.get(used..).unwrap_or_default(), SERVER_MAX_FRAME_LEN)?
         {
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.paused_until = None;
+                if let Some(bucket) = c.bucket.as_mut() {
+                    if let Err(resume) = bucket.take(now, raw.payload.len()) {
+                        c.paused_until = Some(resume);
+                        self.stats.rate_limit_pauses += 1;
+                        break;
+                    }
+                }
+            }
             self.handle_raw(conn, now, raw)?;
             used += n;
         }
         Ok(used)
+    }
+
+    /// When reading from a rate-limited connection may resume (after [`Server::handle_input`]
+    /// left bytes unused for that reason); `None` when it is not paused.
+    pub fn paused_until(&self, conn: ConnId) -> Option<Instant> {
+        self.conns.get(&conn).and_then(|c| c.paused_until)
     }
 
     /// Handles one frame from a client.

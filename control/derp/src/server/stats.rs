@@ -146,4 +146,6 @@ pub struct ServerStats {
     pub keep_alives_sent: u64,
     /// Frames of types the server does not handle, skipped.
     pub unknown_frames: u64,
+    /// Times a client's reading paused on its receive rate limit.
+    pub rate_limit_pauses: u64,
 }

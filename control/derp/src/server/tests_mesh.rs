@@ -322,3 +322,63 @@ fn input_is_consumed_frame_by_frame() {
         Err(ServerError::Frame(FrameError::TooLarge { .. }))
     ));
 }
+
+#[test]
+fn rate_limited_clients_pause_and_mesh_peers_do_not() {
+    let mut h = Harness::new();
+    h.s.config.rate_limit = Some(RateLimit {
+        bytes_per_second: 1000,
+        burst: 100,
+    });
+    let a = h.connect(1);
+    let b = h.connect(2);
+    let m = h.connect_mesh(50);
+    let mut bytes = Vec::new();
+    for _ in 0..3 {
+        // 32-byte key + 18-byte packet = 50 bytes of frame payload each.
+        Frame::SendPacket {
+            dst: pk(2),
+            packet: &[7; 18],
+        }
+        .encode_to_vec(&mut bytes)
+        .unwrap();
+    }
+    let one = bytes.len() / 3;
+    // The burst pays for two frames; the third waits 50 ms (50 bytes at 1000 B/s).
+    assert_eq!(h.s.handle_input(a, h.t0, &bytes), Ok(2 * one));
+    assert_eq!(h.s.paused_until(a), Some(h.t0 + Duration::from_millis(50)));
+    assert_eq!(
+        h.s.handle_input(a, h.t0 + Duration::from_millis(49), &bytes[2 * one..]),
+        Ok(0)
+    );
+    assert_eq!(
+        h.s.handle_input(a, h.t0 + Duration::from_millis(50), &bytes[2 * one..]),
+        Ok(one)
+    );
+    assert_eq!(h.s.paused_until(a), None);
+    assert_eq!(h.drain(b).len(), 3);
+    assert_eq!(h.s.stats().rate_limit_pauses, 2);
+    // A frame above the burst costs the burst, so it passes after a full refill.
+    let big = [0u8; 500];
+    let mut f = Vec::new();
+    Frame::SendPacket {
+        dst: pk(2),
+        packet: &big,
+    }
+    .encode_to_vec(&mut f)
+    .unwrap();
+    let later = h.t0 + Duration::from_secs(1);
+    assert_eq!(h.s.handle_input(a, later, &f), Ok(f.len()));
+    // Mesh peers are exempt.
+    let mut many = Vec::new();
+    for _ in 0..20 {
+        Frame::ForwardPacket {
+            src: pk(9),
+            dst: pk(2),
+            packet: &[1; 100],
+        }
+        .encode_to_vec(&mut many)
+        .unwrap();
+    }
+    assert_eq!(h.s.handle_input(m, h.t0, &many), Ok(many.len()));
+}

@@ -1,7 +1,8 @@
 //! Cost of the policy queries a coordination server makes, on synthetic tailnets of 1 000 and
 //! 10 000 nodes under the example policy (`configs/policy.hujson`): parsing the HuJSON,
 //! compiling against the snapshot (once per policy or snapshot change), and the per-node
-//! queries (`filter_for`, `peers_of`) that a map update needs.
+//! queries (`filter_for`, `peers_of`) that a map update needs, and one node's change
+//! (`upsert_node`, which returns the affected nodes; two per iteration).
 //!
 //! Run: `cargo bench -p weft-policy --bench compile`. Numbers drift on a shared VM; compare
 //! rows of one run.
@@ -81,6 +82,18 @@ fn bench(c: &mut Criterion) {
             b.iter(|| policy.compile(black_box(&t)))
         });
         let compiled = policy.compile(&t);
+        // One user's device changes its address, back and forth: two updates per iteration,
+        // each returning the affected nodes.
+        let original = compiled.node(NodeId(5)).unwrap().clone();
+        let mut moved = original.clone();
+        moved.addresses = vec![IpAddr::from([100, 127, 255, 1])];
+        let mut live = compiled.clone();
+        g.bench_function(format!("upsert_node_x2/{n}"), |b| {
+            b.iter(|| {
+                black_box(live.upsert_node(moved.clone()));
+                black_box(live.upsert_node(original.clone()))
+            })
+        });
         // A user's device (own devices, servers, printer, internet rules) and a database.
         for (what, id) in [("member", NodeId(5)), ("db", NodeId(1))] {
             g.bench_function(format!("filter_for_{what}/{n}"), |b| {

@@ -28,13 +28,15 @@
 //! [`CompiledPolicy::filter_for`] touches only the entries indexed under that node (plus the
 //! `*` ones), and [`CompiledPolicy::peers_of`] only the rules that node is a source or a
 //! destination of; neither re-reads the HuJSON nor walks every node's map. After a change to
-//! one node, [`affected_by`] names the nodes whose filter or peers may differ.
+//! one node, [`CompiledPolicy::upsert_node`] and [`CompiledPolicy::remove_node`] update
+//! the indexes for that node alone (O(rules × destinations), plus rebuilding the source lists
+//! of the rules it is a source of) and return the nodes whose filter or peers may differ, so
+//! the server recomputes only those maps. The queries live in [`crate::query`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use weft_filter::rules::NetPortRange;
-use weft_filter::{FilterRule, IpNet, PortRange};
+use weft_filter::{IpNet, PortRange};
 
 use crate::alias::{prefix_text, Alias};
 use crate::policy::Policy;
@@ -74,23 +76,14 @@ pub(crate) fn in_internet(p: &IpNet) -> bool {
 
 /// A set of nodes, with "all of them" kept symbolic.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum NodeSet {
+pub(crate) enum NodeSet {
     All,
     Some(BTreeSet<NodeId>),
 }
 
-impl NodeSet {
-    fn contains(&self, id: NodeId) -> bool {
-        match self {
-            Self::All => true,
-            Self::Some(s) => s.contains(&id),
-        }
-    }
-}
-
 /// What a destination entry becomes on a node it covers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum DstKind {
+pub(crate) enum DstKind {
     /// The node's own addresses.
     NodeAddresses,
     /// The prefix as written.
@@ -104,385 +97,312 @@ enum DstKind {
 }
 
 #[derive(Debug, Clone)]
-struct CompiledDst {
-    kind: DstKind,
-    ports: Vec<PortRange>,
-    covered: NodeSet,
+pub(crate) struct CompiledDst {
+    pub(crate) alias: Alias,
+    pub(crate) kind: DstKind,
+    pub(crate) ports: Vec<PortRange>,
+    /// The nodes it covers (`All` for `*`).
+    pub(crate) covered: NodeSet,
 }
 
 #[derive(Debug, Clone)]
-struct CompiledAcl {
+pub(crate) struct CompiledAcl {
+    /// The source aliases.
+    srcs: Vec<Alias>,
+    /// A `*` source.
+    pub(crate) any: bool,
+    /// Nodes named by node aliases among the sources.
+    pub(crate) alias_members: BTreeSet<NodeId>,
+    /// Nodes counted as sources through a prefix (an address inside, or an overlapping route).
+    pub(crate) prefix_members: BTreeSet<NodeId>,
     /// `SrcIPs` for every destination but `autogroup:self`.
-    src_ips: Vec<String>,
-    /// Nodes that count as sources (for visibility and `autogroup:self`).
-    src_nodes: NodeSet,
-    /// Nodes named by node aliases among the sources (`autogroup:self` sources).
-    src_alias_nodes: NodeSet,
-    dsts: Vec<CompiledDst>,
-    proto: Vec<i64>,
+    pub(crate) src_ips: Vec<String>,
+    pub(crate) dsts: Vec<CompiledDst>,
+    pub(crate) proto: Vec<i64>,
+}
+
+impl CompiledAcl {
+    /// Whether `id` is named by a source alias (`autogroup:self`).
+    pub(crate) fn names_source(&self, id: NodeId) -> bool {
+        self.any || self.alias_members.contains(&id)
+    }
 }
 
 /// A policy compiled for one tailnet snapshot: answers per-node queries without
-/// recompiling. Build a new one when the policy or the snapshot changes.
+/// recompiling, and follows node changes with [`upsert_node`](Self::upsert_node) and
+/// [`remove_node`](Self::remove_node). Build a new one when the policy changes.
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
     pub(crate) policy: Policy,
-    nodes: BTreeMap<NodeId, Node>,
+    pub(crate) nodes: BTreeMap<NodeId, Node>,
+    ranges: Vec<IpNet>,
+    /// `SrcIPs` of a `*` source.
+    any_src: BTreeSet<String>,
     /// Untagged nodes by user login.
-    by_user: BTreeMap<String, Vec<NodeId>>,
-    allow_all: bool,
-    acls: Vec<CompiledAcl>,
+    pub(crate) by_user: BTreeMap<String, BTreeSet<NodeId>>,
+    pub(crate) allow_all: bool,
+    pub(crate) acls: Vec<CompiledAcl>,
     /// (acl, dst) entries covering every node.
-    all_dsts: Vec<(usize, usize)>,
+    pub(crate) all_dsts: Vec<(usize, usize)>,
     /// (acl, dst) entries by covered node.
-    node_dsts: BTreeMap<NodeId, Vec<(usize, usize)>>,
+    pub(crate) node_dsts: BTreeMap<NodeId, BTreeSet<(usize, usize)>>,
     /// ACLs whose sources are every node.
-    all_srcs: Vec<usize>,
+    pub(crate) all_srcs: Vec<usize>,
     /// ACLs by source node.
-    node_srcs: BTreeMap<NodeId, Vec<usize>>,
+    pub(crate) node_srcs: BTreeMap<NodeId, BTreeSet<usize>>,
 }
 
 impl Policy {
     /// Compiles the policy for `tailnet` (see the module doc for the cost).
     pub fn compile(&self, tailnet: &Tailnet) -> CompiledPolicy {
-        let nodes: BTreeMap<NodeId, Node> =
-            tailnet.nodes.iter().map(|n| (n.id, n.clone())).collect();
-        let mut by_user: BTreeMap<String, Vec<NodeId>> = BTreeMap::new();
-        for n in nodes.values().filter(|n| n.is_untagged()) {
-            by_user.entry(n.user.clone()).or_default().push(n.id);
-        }
-        let any_src = any_source_ips(tailnet);
         let acls: Vec<CompiledAcl> = self
             .acls
             .as_deref()
             .unwrap_or_default()
             .iter()
-            .map(|acl| {
-                let mut src_ips = BTreeSet::new();
-                let mut src_nodes = BTreeSet::new();
-                let mut alias_nodes = BTreeSet::new();
-                let mut any = false;
-                for s in &acl.srcs {
-                    match s {
-                        Alias::Any => {
-                            any = true;
-                            src_ips.extend(any_src.iter().cloned());
-                        }
-                        Alias::Prefix(p) => {
-                            src_ips.insert(prefix_text(p));
-                            for n in nodes.values() {
-                                if self.node_in(s, n) || n.routes.iter().any(|r| overlaps(r, p)) {
-                                    src_nodes.insert(n.id);
-                                }
-                            }
-                        }
-                        _ => {
-                            for n in nodes.values().filter(|n| self.node_in(s, n)) {
-                                src_nodes.insert(n.id);
-                                alias_nodes.insert(n.id);
-                                src_ips.extend(n.addresses.iter().map(IpAddr::to_string));
-                            }
-                        }
-                    }
-                }
-                let dsts = acl
+            .map(|acl| CompiledAcl {
+                srcs: acl.srcs.clone(),
+                any: acl.srcs.contains(&Alias::Any),
+                alias_members: BTreeSet::new(),
+                prefix_members: BTreeSet::new(),
+                src_ips: Vec::new(),
+                dsts: acl
                     .dsts
                     .iter()
-                    .map(|d| self.compile_dst(&d.alias, d.ports.clone(), &nodes))
-                    .collect();
-                CompiledAcl {
-                    src_ips: src_ips.into_iter().collect(),
-                    src_nodes: if any {
-                        NodeSet::All
-                    } else {
-                        NodeSet::Some(src_nodes)
-                    },
-                    src_alias_nodes: if any {
-                        NodeSet::All
-                    } else {
-                        NodeSet::Some(alias_nodes)
-                    },
-                    dsts,
-                    proto: acl.proto.map(i64::from).into_iter().collect(),
-                }
+                    .map(|d| {
+                        let (kind, covered) = match d.alias {
+                            Alias::Any => (DstKind::Any, NodeSet::All),
+                            Alias::Internet => (DstKind::Internet, NodeSet::Some(BTreeSet::new())),
+                            Alias::SelfDevices => {
+                                (DstKind::SelfDevices, NodeSet::Some(BTreeSet::new()))
+                            }
+                            Alias::Prefix(p) => {
+                                (DstKind::Prefix(p), NodeSet::Some(BTreeSet::new()))
+                            }
+                            _ => (DstKind::NodeAddresses, NodeSet::Some(BTreeSet::new())),
+                        };
+                        CompiledDst {
+                            alias: d.alias.clone(),
+                            kind,
+                            ports: d.ports.clone(),
+                            covered,
+                        }
+                    })
+                    .collect(),
+                proto: acl.proto.map(i64::from).into_iter().collect(),
             })
             .collect();
         let mut all_dsts = Vec::new();
-        let mut node_dsts: BTreeMap<NodeId, Vec<(usize, usize)>> = BTreeMap::new();
         let mut all_srcs = Vec::new();
-        let mut node_srcs: BTreeMap<NodeId, Vec<usize>> = BTreeMap::new();
         for (a, acl) in acls.iter().enumerate() {
-            match &acl.src_nodes {
-                NodeSet::All => all_srcs.push(a),
-                NodeSet::Some(s) => s
-                    .iter()
-                    .for_each(|id| node_srcs.entry(*id).or_default().push(a)),
+            if acl.any {
+                all_srcs.push(a);
             }
             for (d, dst) in acl.dsts.iter().enumerate() {
-                match &dst.covered {
-                    NodeSet::All => all_dsts.push((a, d)),
-                    NodeSet::Some(s) => s
-                        .iter()
-                        .for_each(|id| node_dsts.entry(*id).or_default().push((a, d))),
+                if dst.covered == NodeSet::All {
+                    all_dsts.push((a, d));
                 }
             }
         }
-        CompiledPolicy {
+        let mut c = CompiledPolicy {
             policy: self.clone(),
-            nodes,
-            by_user,
+            nodes: BTreeMap::new(),
+            ranges: tailnet.ranges.clone(),
+            any_src: BTreeSet::new(),
+            by_user: BTreeMap::new(),
             allow_all: self.acls.is_none(),
             acls,
             all_dsts,
-            node_dsts,
+            node_dsts: BTreeMap::new(),
             all_srcs,
-            node_srcs,
-        }
-    }
-
-    fn compile_dst(
-        &self,
-        alias: &Alias,
-        ports: Vec<PortRange>,
-        nodes: &BTreeMap<NodeId, Node>,
-    ) -> CompiledDst {
-        let pick = |f: &dyn Fn(&Node) -> bool| {
-            NodeSet::Some(nodes.values().filter(|n| f(n)).map(|n| n.id).collect())
+            node_srcs: BTreeMap::new(),
         };
-        let (kind, covered) = match alias {
-            Alias::Any => (DstKind::Any, NodeSet::All),
-            Alias::Internet => (DstKind::Internet, pick(&|n| n.exit_node)),
-            Alias::SelfDevices => (DstKind::SelfDevices, pick(&Node::is_untagged)),
-            Alias::Prefix(p) => (
-                DstKind::Prefix(*p),
-                pick(&|n| {
-                    n.addresses.iter().any(|a| p.contains(*a))
-                        || n.routes.iter().any(|r| overlaps(r, p))
-                        || (n.exit_node && in_internet(p))
-                }),
-            ),
-            _ => (DstKind::NodeAddresses, pick(&|n| self.node_in(alias, n))),
-        };
-        CompiledDst {
-            kind,
-            ports,
-            covered,
+        for n in &tailnet.nodes {
+            c.unindex(n.id);
+            c.index(n.clone());
         }
+        c.refresh_any_src();
+        c.refresh_src_ips(0..c.acls.len());
+        c
     }
-}
-
-/// `SrcIPs` for a `*` source: the tailnet ranges and every approved subnet route.
-fn any_source_ips(t: &Tailnet) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for r in &t.ranges {
-        if r.to_string() == "100.64.0.0/10" {
-            // Tailscale leaves out the ChromeOS VM range 100.115.92.0/23.
-            out.insert("100.64.0.0-100.115.91.255".to_owned());
-            out.insert("100.115.94.0-100.127.255.255".to_owned());
-        } else {
-            out.insert(prefix_text(r));
-        }
-    }
-    for n in &t.nodes {
-        out.extend(n.routes.iter().map(prefix_text));
-    }
-    out
-}
-
-/// The wire form of the allow-all filter.
-pub fn filter_allow_all() -> Vec<FilterRule> {
-    vec![FilterRule {
-        src_ips: vec!["*".to_owned()],
-        dst_ports: vec![NetPortRange {
-            ip: "*".to_owned(),
-            ports: PortRange::ALL,
-            ..NetPortRange::default()
-        }],
-        ..FilterRule::default()
-    }]
 }
 
 impl CompiledPolicy {
-    /// The policy this was compiled from.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
-    /// The nodes of the snapshot, in id order.
-    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values()
-    }
-
-    /// A node of the snapshot.
-    pub fn node(&self, id: NodeId) -> Option<&Node> {
-        self.nodes.get(&id)
-    }
-
-    /// The (acl, dst) entries that cover `id`, in policy order.
-    fn entries_for(&self, id: NodeId) -> Vec<(usize, usize)> {
-        let mut v: Vec<(usize, usize)> = self.all_dsts.clone();
-        if let Some(n) = self.node_dsts.get(&id) {
-            v.extend(n.iter().copied());
+    /// Adds node `node`, or replaces the node with its id, and returns the nodes whose filter
+    /// or peer list may have changed: the node itself and its peers before and after.
+    ///
+    /// Cost: O(rules × destinations) for the node's own memberships, plus rebuilding the
+    /// `SrcIPs` of the rules it is (or was) a source of, plus every `*` rule's when its
+    /// routes changed.
+    pub fn upsert_node(&mut self, node: Node) -> BTreeSet<NodeId> {
+        let id = node.id;
+        let mut affected = self.peers_of(id);
+        let routes_changed = self.nodes.get(&id).map(|o| &o.routes) != Some(&node.routes);
+        let mut touched = self.unindex(id);
+        self.index(node);
+        touched.extend(self.node_srcs.get(&id).into_iter().flatten().copied());
+        if routes_changed {
+            self.refresh_any_src();
+            touched.extend(self.all_srcs.iter().copied());
         }
-        v.sort_unstable();
-        v
+        self.refresh_src_ips(touched);
+        affected.extend(self.peers_of(id));
+        affected.insert(id);
+        affected
     }
 
-    /// The same user's untagged devices that are sources of `acl` (`autogroup:self`).
-    fn self_sources<'a>(
-        &'a self,
-        acl: &'a CompiledAcl,
-        node: &'a Node,
-    ) -> impl Iterator<Item = &'a Node> + 'a {
-        self.by_user
-            .get(&node.user)
-            .into_iter()
-            .flatten()
-            .filter(|id| acl.src_alias_nodes.contains(**id))
-            .filter_map(|id| self.nodes.get(id))
-    }
-
-    /// The packet filter of node `id` in the wire shape (empty for an unknown node: deny).
-    pub fn filter_for(&self, id: NodeId) -> Vec<FilterRule> {
-        if self.allow_all {
-            return filter_allow_all();
+    /// Removes node `id` and returns the nodes whose filter or peer list may have changed
+    /// (its former peers, and itself).
+    pub fn remove_node(&mut self, id: NodeId) -> BTreeSet<NodeId> {
+        let mut affected = self.peers_of(id);
+        let had_routes = self.nodes.get(&id).is_some_and(|n| !n.routes.is_empty());
+        let mut touched = self.unindex(id);
+        if had_routes {
+            self.refresh_any_src();
+            touched.extend(self.all_srcs.iter().copied());
         }
-        let Some(node) = self.nodes.get(&id) else {
-            return Vec::new();
+        self.refresh_src_ips(touched);
+        affected.insert(id);
+        affected
+    }
+
+    /// Drops node `id` from every index; returns the rules it was a source of.
+    fn unindex(&mut self, id: NodeId) -> BTreeSet<usize> {
+        let Some(old) = self.nodes.remove(&id) else {
+            return BTreeSet::new();
         };
-        // (SrcIPs, IPProto) → destinations, in order of first appearance.
-        let mut rules: Vec<FilterRule> = Vec::new();
-        let mut add = |src_ips: Vec<String>, proto: &Vec<i64>, dsts: Vec<NetPortRange>| {
-            if src_ips.is_empty() || dsts.is_empty() {
-                return;
+        if let Some(s) = self.by_user.get_mut(&old.user) {
+            s.remove(&id);
+            if s.is_empty() {
+                self.by_user.remove(&old.user);
             }
-            let slot = match rules
-                .iter_mut()
-                .find(|r| r.src_ips == src_ips && r.ip_proto == *proto)
+        }
+        let was_source = self.node_srcs.remove(&id).unwrap_or_default();
+        for &a in &was_source {
+            if let Some(acl) = self.acls.get_mut(a) {
+                acl.alias_members.remove(&id);
+                acl.prefix_members.remove(&id);
+            }
+        }
+        for (a, d) in self.node_dsts.remove(&id).unwrap_or_default() {
+            if let Some(NodeSet::Some(s)) = self
+                .acls
+                .get_mut(a)
+                .and_then(|acl| acl.dsts.get_mut(d))
+                .map(|dst| &mut dst.covered)
             {
-                Some(r) => r,
-                None => {
-                    rules.push(FilterRule {
-                        src_ips,
-                        ip_proto: proto.clone(),
-                        ..FilterRule::default()
-                    });
-                    match rules.last_mut() {
-                        Some(r) => r,
-                        None => return,
-                    }
-                }
-            };
-            for d in dsts {
-                if !slot.dst_ports.contains(&d) {
-                    slot.dst_ports.push(d);
-                }
+                s.remove(&id);
             }
-        };
-        for (a, d) in self.entries_for(id) {
-            let Some(acl) = self.acls.get(a) else {
-                continue;
-            };
-            let Some(dst) = acl.dsts.get(d) else { continue };
-            let ips: Vec<String> = match &dst.kind {
-                DstKind::NodeAddresses | DstKind::SelfDevices => {
-                    node.addresses.iter().map(IpAddr::to_string).collect()
-                }
-                DstKind::Prefix(p) => vec![prefix_text(p)],
-                DstKind::Any => vec!["*".to_owned()],
-                DstKind::Internet => INTERNET_RANGES.iter().map(|s| (*s).to_owned()).collect(),
-            };
-            let entries = ips
-                .iter()
-                .flat_map(|ip| {
-                    dst.ports.iter().map(move |p| NetPortRange {
-                        ip: ip.clone(),
-                        ports: *p,
-                        ..NetPortRange::default()
-                    })
-                })
-                .collect();
-            let srcs = if dst.kind == DstKind::SelfDevices {
-                let set: BTreeSet<String> = self
-                    .self_sources(acl, node)
-                    .flat_map(|n| n.addresses.iter().map(IpAddr::to_string))
-                    .collect();
-                set.into_iter().collect()
-            } else {
-                acl.src_ips.clone()
-            };
-            add(srcs, &acl.proto, entries);
         }
-        rules
+        was_source
     }
 
-    /// The nodes `id` may see as peers, in id order (see the module doc).
-    pub fn peers_of(&self, id: NodeId) -> BTreeSet<NodeId> {
-        let mut out = BTreeSet::new();
-        let Some(node) = self.nodes.get(&id) else {
-            return out;
-        };
-        if self.allow_all {
-            out.extend(self.nodes.keys().copied());
-            out.remove(&id);
-            return out;
+    /// Adds `node` to every index it belongs to.
+    fn index(&mut self, node: Node) {
+        let id = node.id;
+        if node.is_untagged() {
+            self.by_user
+                .entry(node.user.clone())
+                .or_default()
+                .insert(id);
         }
-        // Incoming: the sources of every entry covering this node.
-        for (a, d) in self.entries_for(id) {
-            let Some(acl) = self.acls.get(a) else {
-                continue;
-            };
-            let Some(dst) = acl.dsts.get(d) else { continue };
-            if dst.kind == DstKind::SelfDevices {
-                out.extend(self.self_sources(acl, node).map(|n| n.id));
-            } else {
-                match &acl.src_nodes {
-                    NodeSet::All => out.extend(self.nodes.keys().copied()),
-                    NodeSet::Some(s) => out.extend(s.iter().copied()),
+        let policy = &self.policy;
+        let mut srcs = BTreeSet::new();
+        let mut dsts = BTreeSet::new();
+        for (a, acl) in self.acls.iter_mut().enumerate() {
+            let mut source = false;
+            for s in &acl.srcs {
+                match s {
+                    Alias::Any => {}
+                    Alias::Prefix(p) => {
+                        if policy.node_in(s, &node) || node.routes.iter().any(|r| overlaps(r, p)) {
+                            acl.prefix_members.insert(id);
+                            source = true;
+                        }
+                    }
+                    _ => {
+                        if policy.node_in(s, &node) {
+                            acl.alias_members.insert(id);
+                            source = true;
+                        }
+                    }
                 }
             }
-        }
-        // Outgoing: everything covered by the rules this node is a source of.
-        let mut mine: Vec<usize> = self.all_srcs.clone();
-        mine.extend(self.node_srcs.get(&id).into_iter().flatten().copied());
-        for a in mine {
-            let Some(acl) = self.acls.get(a) else {
-                continue;
-            };
-            for dst in &acl.dsts {
-                if dst.kind == DstKind::SelfDevices {
-                    if node.is_untagged() && acl.src_alias_nodes.contains(id) {
-                        out.extend(self.by_user.get(&node.user).into_iter().flatten().copied());
-                    }
+            if source {
+                srcs.insert(a);
+            }
+            for (d, dst) in acl.dsts.iter_mut().enumerate() {
+                let NodeSet::Some(set) = &mut dst.covered else {
                     continue;
-                }
-                match &dst.covered {
-                    NodeSet::All => out.extend(self.nodes.keys().copied()),
-                    NodeSet::Some(s) => out.extend(s.iter().copied()),
+                };
+                let covered = match &dst.alias {
+                    Alias::Internet => node.exit_node,
+                    Alias::SelfDevices => node.is_untagged(),
+                    Alias::Prefix(p) => {
+                        node.addresses.iter().any(|x| p.contains(*x))
+                            || node.routes.iter().any(|r| overlaps(r, p))
+                            || (node.exit_node && in_internet(p))
+                    }
+                    alias => policy.node_in(alias, &node),
+                };
+                if covered {
+                    set.insert(id);
+                    dsts.insert((a, d));
                 }
             }
         }
-        out.remove(&id);
-        out
+        if !srcs.is_empty() {
+            self.node_srcs.insert(id, srcs);
+        }
+        if !dsts.is_empty() {
+            self.node_dsts.insert(id, dsts);
+        }
+        self.nodes.insert(id, node);
     }
 
-    /// Whether `a` may see `b` (either may send to the other).
-    pub fn can_see(&self, a: NodeId, b: NodeId) -> bool {
-        a != b && self.peers_of(a).contains(&b)
+    /// Recomputes the `SrcIPs` of `*`: the tailnet ranges and every approved subnet route.
+    fn refresh_any_src(&mut self) {
+        let mut out = BTreeSet::new();
+        for r in &self.ranges {
+            if r.to_string() == "100.64.0.0/10" {
+                // Tailscale leaves out the ChromeOS VM range 100.115.92.0/23.
+                out.insert("100.64.0.0-100.115.91.255".to_owned());
+                out.insert("100.115.94.0-100.127.255.255".to_owned());
+            } else {
+                out.insert(prefix_text(r));
+            }
+        }
+        for n in self.nodes.values() {
+            out.extend(n.routes.iter().map(prefix_text));
+        }
+        self.any_src = out;
     }
-}
 
-/// The nodes whose filter or peer list may differ after node `changed` was added, removed or
-/// changed (addresses, tags, user, routes, exit approval) between snapshot `before` and
-/// `after` of the same policy: the node itself and its peers in either snapshot. A policy
-/// change, by contrast, can affect every node.
-pub fn affected_by(
-    before: &CompiledPolicy,
-    after: &CompiledPolicy,
-    changed: NodeId,
-) -> BTreeSet<NodeId> {
-    let mut s = before.peers_of(changed);
-    s.extend(after.peers_of(changed));
-    s.insert(changed);
-    s
+    /// Recomputes the `SrcIPs` of rules `which`.
+    fn refresh_src_ips(&mut self, which: impl IntoIterator<Item = usize>) {
+        for a in which {
+            let Some(acl) = self.acls.get(a) else {
+                continue;
+            };
+            let mut ips = BTreeSet::new();
+            for s in &acl.srcs {
+                match s {
+                    Alias::Any => ips.extend(self.any_src.iter().cloned()),
+                    Alias::Prefix(p) => {
+                        ips.insert(prefix_text(p));
+                    }
+                    _ => {}
+                }
+            }
+            for id in &acl.alias_members {
+                if let Some(n) = self.nodes.get(id) {
+                    ips.extend(n.addresses.iter().map(IpAddr::to_string));
+                }
+            }
+            let ips: Vec<String> = ips.into_iter().collect();
+            if let Some(acl) = self.acls.get_mut(a) {
+                acl.src_ips = ips;
+            }
+        }
+    }
 }

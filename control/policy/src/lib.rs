@@ -36,15 +36,18 @@
 //!   error, which names the line and column ([`PolicyError`]).
 //! * Compile once per (policy, snapshot); [`CompiledPolicy::filter_for`] and
 //!   [`CompiledPolicy::peers_of`] then cost what that one node needs (see [`compile`]).
-//! * After one node changes, only the nodes in [`affected_by`] need a new filter or peer
-//!   list; after a policy change, every node may.
+//! * When one node joins, changes or leaves, [`CompiledPolicy::upsert_node`] /
+//!   [`CompiledPolicy::remove_node`] update the compiled policy for that node alone and
+//!   return the only nodes that need a new filter or peer list; after a policy change, every
+//!   node may.
 //! * Route approval asks [`Policy::auto_approves_route`] and
 //!   [`Policy::auto_approves_exit_node`].
 //!
 //! # Modules
 //! [`hujson`] (comments and trailing commas stripped in place, so positions survive),
 //! [`locate`] (path → line and column), [`alias`] (the string grammars), [`policy`] (model and
-//! validation), [`tailnet`] (the snapshot), [`compile`] (filters and visibility), `check`
+//! validation), [`tailnet`] (the snapshot), [`compile`] (the compiled form and its
+//! incremental updates), [`query`] (per-node filters and visibility), `check`
 //! (the `tests` section), `approve` (`autoApprovers`), `default` (the allow-all policy).
 #![cfg_attr(
     test,
@@ -65,10 +68,12 @@ mod error;
 pub mod hujson;
 pub mod locate;
 pub mod policy;
+pub mod query;
 pub mod tailnet;
 
-pub use compile::{affected_by, filter_allow_all, CompiledPolicy, INTERNET_RANGES};
+pub use compile::{CompiledPolicy, INTERNET_RANGES};
 pub use default::DEFAULT_POLICY;
 pub use error::{Invalid, PolicyError, Position};
 pub use policy::{Acl, Destination, Policy, PolicyTest};
+pub use query::{affected_by, filter_allow_all};
 pub use tailnet::{Node, NodeId, Tailnet};

@@ -132,7 +132,7 @@ impl CompiledPolicy {
                     .collect();
                 set.into_iter().collect()
             } else {
-                acl.src_ips.clone()
+                self.src_ips(acl).to_vec()
             };
             add(srcs, &acl.proto, entries);
         }

@@ -1,0 +1,1 @@
+//! Tailscale's control-protocol wire types (work in progress).

@@ -23,7 +23,7 @@ forbid() { # forbid CRATE DEP... : CRATE must not depend on any DEP, even indire
 # Rule 1: core crates depend on no runtime, no sockets, no platform crate.
 # (libc arrives indirectly through ring/getrandom for randomness and CPU features; cores may
 # not use it themselves.)
-for core in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase; do
+for core in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-tailcfg; do
   forbid "$core" tokio mio weft-sys weft-dataplane anyhow clap tracing-subscriber
   DEPTH=1 forbid "$core" libc socket2 nix
 done
@@ -34,7 +34,7 @@ done
 # weft-sys knows no protocol.
 forbid weft-sys weft-wg weft-keys weft-packet weft-handoff
 # Rule 5: anyhow, clap and tracing-subscriber only in binaries and the testkit.
-for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-sys weft-dataplane; do
+for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-tailcfg weft-sys weft-dataplane; do
   forbid "$lib" anyhow clap tracing-subscriber
 done
 

@@ -1,0 +1,1 @@
+//! weft-derper (in progress).

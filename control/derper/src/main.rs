@@ -1,0 +1,2 @@
+//! weft-derper binary (in progress).
+fn main() {}

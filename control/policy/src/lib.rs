@@ -73,6 +73,8 @@ mod check;
 pub mod compile;
 mod default;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hujson;
 pub mod locate;
 pub mod policy;

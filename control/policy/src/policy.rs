@@ -179,9 +179,10 @@ impl Policy {
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
         let json = hujson::to_json(text)?;
         let raw: RawPolicy = serde_json::from_str(&json).map_err(|e| PolicyError::Syntax {
+            // serde_json says column 0 at the start of a line (an empty file, say).
             at: Position {
-                line: e.line(),
-                column: e.column(),
+                line: e.line().max(1),
+                column: e.column().max(1),
             },
             message: e.to_string(),
         })?;

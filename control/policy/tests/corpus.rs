@@ -1,11 +1,11 @@
-//! Replays the committed fuzz-style corpus (`tests/corpus/*.hujson`: the example policy,
-//! hand-made edge cases and random byte mutations of the example) through the whole
-//! pipeline, and property tests on arbitrary and mutated input. Invariants: nothing panics;
-//! an error names a position inside the file; a policy that parses compiles, answers every
-//! per-node query and runs its tests without panicking, and its filters are accepted by
-//! `weft_filter` without legacy fields or skipped entries.
-//!
-//! A crash found later becomes a regression test by adding its input to the corpus.
+//! Replays the committed corpus of the `policy_text` fuzz target (`tests/corpus/*.hujson`:
+//! the example policy, hand-made edge cases and random byte mutations of the example)
+//! through its invariants (`weft_policy::fuzzing::check_policy_text`: nothing panics, an error
+//! names a position inside the file, an accepted policy compiles, its filters are accepted by
+//! `weft_filter` without legacy fields or skipped entries, visibility is symmetric), and
+//! property tests on arbitrary and mutated input. The fuzz target (`control/policy/fuzz`)
+//! uses the same directory as its seed corpus; an input it finds is added here by hand and
+//! kept.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,46 +13,14 @@
     clippy::indexing_slicing
 )]
 
-mod support;
-
 use std::path::PathBuf;
 
 use proptest::prelude::*;
-use support::*;
-use weft_policy::{Policy, PolicyError, Position};
+use weft_policy::fuzzing::check_policy_text;
 
-/// Runs one input through everything; returns whether it parsed.
+/// Runs one input through the shared invariants; returns whether it parsed.
 fn exercise(text: &str) -> bool {
-    match Policy::parse(text) {
-        Ok(p) => {
-            let c = p.compile(&tailnet());
-            for n in &tailnet().nodes {
-                let rules = c.filter_for(n.id);
-                let compiled = weft_filter::compile(&rules).expect("no legacy fields");
-                assert!(compiled.skipped.is_empty(), "{:?}", compiled.skipped);
-                let _ = c.peers_of(n.id);
-                let _ = p.auto_approves_exit_node(n);
-                let _ = p.auto_approves_route(n, net("10.33.0.0/16"));
-            }
-            let _ = c.run_tests();
-            true
-        }
-        Err(e) => {
-            let at = match &e {
-                PolicyError::Syntax { at, .. }
-                | PolicyError::Invalid { at, .. }
-                | PolicyError::TestFailed { at, .. } => *at,
-                PolicyError::Hujson(weft_policy::hujson::HujsonError::UnterminatedComment {
-                    at,
-                }) => *at,
-                _ => Position { line: 1, column: 1 },
-            };
-            let lines = text.split('\n').count();
-            assert!(at.line >= 1 && at.line <= lines, "{e}: {lines} lines");
-            assert!(!e.to_string().is_empty());
-            false
-        }
-    }
+    check_policy_text(text.as_bytes()).unwrap_or_else(|v| panic!("{v}\n{text}"))
 }
 
 #[test]

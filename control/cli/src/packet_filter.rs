@@ -7,13 +7,22 @@
 //! file is `{"LocalNets": ["100.64.0.2/32", …], "PacketFilter": [FilterRule, …]}`.
 //! A file that cannot be used is an error at start; on a reload it is reported and the filter
 //! in force stays (never a moment of allow-all).
+//!
+//! Where it is enforced: in the kernel when it can be — the tc program of `weft-ebpf` on the
+//! TUN's ingress, which judges each packet weft writes before the host stack or the forwarding
+//! path sees it — and otherwise by the engine's userspace matcher, which gives the same
+//! verdicts (the parity tests in `dataplane/filter/tests/ebpf_parity.rs`). [`Enforcer`] picks
+//! the path, says once why the kernel path is unavailable, and moves between them without a
+//! gap: the new path is enforcing before the old one stops.
 
 use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
-use weft_filter::{compile, Filter, FilterRule, IpNet};
+use weft_dataplane::PacketFilterControl;
+use weft_ebpf::TcFilter;
+use weft_filter::{compile, tc_tables, Filter, FilterRule, IpNet, Rule};
 
 /// The file's shape.
 #[derive(Debug, Deserialize)]
@@ -27,9 +36,23 @@ struct FilterFile {
     packet_filter: Vec<FilterRule>,
 }
 
+/// A compiled filter file.
+#[derive(Debug)]
+pub(crate) struct Loaded {
+    rules: Vec<Rule>,
+    local: Vec<IpNet>,
+}
+
+impl Loaded {
+    /// The userspace matcher for these rules.
+    pub(crate) fn filter(&self) -> Filter {
+        Filter::new(&self.rules, self.local.iter().copied())
+    }
+}
+
 /// Reads and compiles `path`. Entries a control server may send but this node cannot use are
 /// logged and left out, as official clients do; a list that cannot be used at all is an error.
-pub(crate) fn load(path: &Path) -> Result<Filter> {
+pub(crate) fn load(path: &Path) -> Result<Loaded> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read packet filter {}", path.display()))?;
     let file: FilterFile = serde_json::from_str(&text)
@@ -60,7 +83,117 @@ pub(crate) fn load(path: &Path) -> Result<Filter> {
         local_nets = local.len(),
         "packet filter loaded"
     );
-    Ok(Filter::new(&compiled.rules, local))
+    Ok(Loaded {
+        rules: compiled.rules,
+        local,
+    })
+}
+
+/// Which path enforces the filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Enforcement {
+    /// The tc program on the TUN.
+    Kernel,
+    /// The engine's userspace matcher.
+    Userspace,
+}
+
+/// Installs filters on the kernel path or the userspace one (see the module doc).
+pub(crate) struct Enforcer {
+    control: PacketFilterControl,
+    ifname: String,
+    ifindex: u32,
+    /// `false` once loading the program failed or was turned off: never retried.
+    ebpf: bool,
+    tc: Option<TcFilter>,
+}
+
+impl Enforcer {
+    /// `ebpf`: try the kernel path (`--no-ebpf` turns it off).
+    pub(crate) fn new(
+        control: PacketFilterControl,
+        ifname: &str,
+        ifindex: u32,
+        ebpf: bool,
+    ) -> Self {
+        Self {
+            control,
+            ifname: ifname.to_owned(),
+            ifindex,
+            ebpf,
+            tc: None,
+        }
+    }
+
+    /// Makes `loaded` the filter in force and returns where it is enforced.
+    pub(crate) fn apply(&mut self, loaded: &Loaded) -> Enforcement {
+        let path = match self.try_kernel(loaded) {
+            Ok(()) => {
+                // The program enforces the new rules: the userspace copy can go.
+                self.control.set(None);
+                Enforcement::Kernel
+            }
+            Err(reason) => {
+                // Userspace first, then the program goes (if it was attached): no gap.
+                self.control.set(Some(loaded.filter()));
+                if self.tc.take().is_some() {
+                    tracing::warn!(
+                        interface = self.ifname,
+                        %reason,
+                        "packet filter moved from the kernel to the userspace matcher"
+                    );
+                }
+                Enforcement::Userspace
+            }
+        };
+        tracing::info!(interface = self.ifname, path = ?path, "packet filter enforced");
+        path
+    }
+
+    fn try_kernel(&mut self, loaded: &Loaded) -> Result<(), String> {
+        if !self.ebpf {
+            return Err("eBPF is off".into());
+        }
+        let tables = tc_tables(&loaded.rules, &loaded.local).map_err(|e| {
+            let reason = format!("the rule set does not fit the tc program: {e}");
+            if self.tc.is_none() {
+                tracing::warn!(%reason, "packet filter enforced in userspace");
+            }
+            reason
+        })?;
+        if let Some(tc) = self.tc.as_mut() {
+            return tc.install(&tables).map_err(|e| e.to_string());
+        }
+        let attached = TcFilter::load(0).and_then(|mut tc| {
+            // Rules before attaching: an attached program without rules drops everything.
+            tc.install(&tables)?;
+            tc.attach(self.ifindex)?;
+            Ok(tc)
+        });
+        match attached {
+            Ok(tc) => {
+                self.tc = Some(tc);
+                Ok(())
+            }
+            Err(e) => {
+                // Said once: later reloads go straight to userspace.
+                self.ebpf = false;
+                tracing::warn!(
+                    interface = self.ifname,
+                    error = %e,
+                    "cannot load the eBPF packet filter (needs root, BTF and tc/bpf support); \
+                     enforcing it with the userspace matcher instead"
+                );
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// The kernel program's counters (passed, dropped), if it is in use.
+    pub(crate) fn kernel_counters(&self) -> Option<(u64, u64)> {
+        let c = self.tc.as_ref()?.counters().ok()?;
+        Some((c.passed(), c.dropped()))
+    }
 }
 
 /// `a.b.c.d/len`, `v6/len` or a bare address (a host prefix); host bits must be zero.
@@ -113,7 +246,7 @@ mod tests {
                 "PacketFilter": [{"SrcIPs": ["10.9.0.1"],
                   "DstPorts": [{"IP": "*", "Ports": {"First": 22, "Last": 22}}]}]}"#,
         );
-        let f = load(&good.0).unwrap();
+        let f = load(&good.0).unwrap().filter();
         // A SYN from 10.9.0.1 to 10.9.0.2:22 passes; to :23 it does not.
         let syn = |port: u16| {
             let mut p = vec![0u8; 40];

@@ -11,8 +11,12 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use std::sync::{Arc, Mutex};
+
 use anyhow::{bail, Context, Result};
 use weft_dataplane::{Engine, EngineConfig};
+
+use crate::packet_filter::Enforcer;
 
 /// Line the foreground child prints on stdout once it is ready.
 const READY: &str = "weft-wg ready";
@@ -50,6 +54,9 @@ pub(crate) struct WgArgs {
     /// it every packet the peers' allowed IPs admit is delivered, as plain WireGuard does.
     #[arg(long, env = "WEFT_PACKET_FILTER")]
     pub(crate) packet_filter: Option<std::path::PathBuf>,
+    /// Enforce the packet filter with the userspace matcher only, never the eBPF tc program.
+    #[arg(long, env = "WEFT_NO_EBPF")]
+    pub(crate) no_ebpf: bool,
     /// Shard threads (TUN queues and UDP sockets); 0 means one per core.
     #[arg(long, env = "WEFT_SHARDS", default_value_t = 0)]
     pub(crate) shards: usize,
@@ -100,10 +107,16 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
         .transpose()?;
     let engine = Engine::start(&config)
         .with_context(|| format!("cannot create interface {}", args.ifname))?;
-    let filters = engine.packet_filter();
-    if filter.is_some() {
-        filters.set(filter);
-    }
+    let enforcer = filter.map(|loaded| {
+        let mut e = Enforcer::new(
+            engine.packet_filter(),
+            engine.ifname(),
+            engine.ifindex(),
+            !args.no_ebpf,
+        );
+        e.apply(&loaded);
+        Arc::new(Mutex::new(e))
+    });
     let stopper = engine.stopper();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -112,12 +125,13 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
     ])
     .context("cannot install signal handlers")?;
     let filter_path = args.packet_filter.clone();
+    let reloads = enforcer.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == signal_hook::consts::SIGHUP {
-                    reload(filter_path.as_deref(), &filters);
+                    reload(filter_path.as_deref(), reloads.as_deref());
                     continue;
                 }
                 tracing::info!(signal = sig, "shutting down");
@@ -136,19 +150,31 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
         let _ = writeln!(out, "{READY}");
         let _ = out.flush();
     }
-    engine.run().context("device stopped with an error")?;
+    let result = engine.run().context("device stopped with an error");
+    if let Some(e) = &enforcer {
+        let e = e.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((passed, dropped)) = e.kernel_counters() {
+            tracing::info!(passed, dropped, "eBPF packet filter counters");
+        }
+    }
+    result?;
     Ok(())
 }
 
 /// SIGHUP: re-reads the packet filter file; a file that cannot be used leaves the filter in
 /// force as it is.
-fn reload(path: Option<&std::path::Path>, filters: &weft_dataplane::PacketFilterControl) {
-    let Some(path) = path else {
+fn reload(path: Option<&std::path::Path>, enforcer: Option<&Mutex<Enforcer>>) {
+    let (Some(path), Some(enforcer)) = (path, enforcer) else {
         tracing::info!("SIGHUP: no --packet-filter file to reload");
         return;
     };
     match crate::packet_filter::load(path) {
-        Ok(filter) => filters.set(Some(filter)),
+        Ok(loaded) => {
+            enforcer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .apply(&loaded);
+        }
         Err(e) => tracing::error!(
             error = format!("{e:#}"),
             "packet filter not reloaded; the previous one stays"

@@ -1,12 +1,18 @@
 //! The tailnet packet filter on live tunnel traffic (`weft-wg --packet-filter FILE`, re-read
-//! on SIGHUP), in network namespaces: allowed flows are delivered, denied ones are not and are
-//! counted, and many filter swaps under an always-allowed and an always-denied flow misclassify
-//! nothing.
+//! on SIGHUP), in network namespaces, on both enforcement paths — the eBPF tc program on the
+//! TUN and the userspace matcher (`--no-ebpf`): allowed flows are delivered, denied ones are
+//! not and are counted, a subnet router does not forward what is denied, and many filter swaps
+//! under an always-allowed and an always-denied flow misclassify nothing.
 //!
 //! Needs root, `ip`, `wg`, `socat`, `ping` and `python3`. Tests are named `netns_*` and run one
 //! at a time.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -57,7 +63,7 @@ fn filter_json(a: IpAddr, b: IpAddr, v: usize) -> String {
     format!(r#"{{"LocalNets": ["{b}/32"], "PacketFilter": [{rules}]}}"#)
 }
 
-/// Sends SIGHUP to the daemon of side B and waits until it has installed `count` filters in
+/// Sends SIGHUP to the daemon of side B and waits until it has enforced `count` filters in
 /// all (counted in its log).
 fn reload(pair: &Pair, count: usize) -> Result<()> {
     let pid = pair.b.daemon.pid().to_string();
@@ -75,7 +81,24 @@ fn reload(pair: &Pair, count: usize) -> Result<()> {
 }
 
 fn installs(log: &str) -> usize {
-    log.matches("packet filter installed").count()
+    log.lines()
+        .filter(|l| l.contains("packet filter enforced") && l.contains(" path="))
+        .count()
+}
+
+/// What the filter dropped, from a stopped daemon's log: the eBPF program's counter on the
+/// kernel path, the sum of the shards' `rx_filtered` on the userspace one.
+fn dropped(log: &str, path: Enforce) -> Result<u64> {
+    if path == Enforce::Userspace {
+        return filtered_total(log);
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains("eBPF packet filter counters"))
+        .context("no eBPF counters in the log")?;
+    let rest = line.split("dropped=").nth(1).context("no dropped=")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Ok(digits.parse()?)
 }
 
 /// Sum of `rx_filtered` over the "shard stopped" lines of a stopped daemon's log.
@@ -154,27 +177,48 @@ for i in range(n):
     time.sleep(0.001)
 "#;
 
-fn start_pair(dir: &Path) -> Result<(Pair, PathBuf)> {
+/// Where B enforces its filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Enforce {
+    /// The eBPF tc program on B's TUN (the default).
+    Kernel,
+    /// The engine's userspace matcher (`--no-ebpf`).
+    Userspace,
+}
+
+fn start_pair(dir: &Path, path: Enforce) -> Result<(Pair, PathBuf)> {
     let file = dir.join("filter.json");
     std::fs::write(&file, ALLOW_ALL)?;
-    let b = WgImpl::WeftWithArgs(
-        weft_path(),
-        vec!["--packet-filter".into(), file.display().to_string()],
-    );
+    let mut args = vec!["--packet-filter".to_owned(), file.display().to_string()];
+    if path == Enforce::Userspace {
+        args.push("--no-ebpf".into());
+    }
+    let b = WgImpl::WeftWithArgs(weft_path(), args);
     let mut pair = PairBuilder::new(WgImpl::Weft(weft_path()), b).build()?;
     pair.run(|p| p.handshake())?;
+    let log = pair.b.daemon.log();
+    ensure!(installs(&log) == 1, "the start filter was enforced once");
     ensure!(
-        installs(&pair.b.daemon.log()) == 1,
-        "the start filter was installed once"
+        log.contains(&format!("path={path:?}")),
+        "B does not enforce on the {path:?} path:\n{log}"
     );
     Ok((pair, file))
 }
 
 #[test]
-fn netns_filter_delivers_allowed_and_drops_denied_under_swaps() {
+fn netns_filter_ebpf_delivers_allowed_and_drops_denied_under_swaps() {
+    swaps(Enforce::Kernel);
+}
+
+#[test]
+fn netns_filter_userspace_delivers_allowed_and_drops_denied_under_swaps() {
+    swaps(Enforce::Userspace);
+}
+
+fn swaps(path: Enforce) {
     let _serial = serial();
     let dir = TempDir::new("filter").unwrap();
-    let (mut pair, file) = start_pair(dir.path()).unwrap();
+    let (mut pair, file) = start_pair(dir.path(), path).unwrap();
     let result = pair.run(|pair| {
         let a = pair.a.tunnel(Family::V4);
         let b = pair.b.tunnel(Family::V4);
@@ -246,15 +290,18 @@ fn netns_filter_delivers_allowed_and_drops_denied_under_swaps() {
     result.unwrap();
     // The drop counter: every datagram to the denied port, nothing else.
     pair.b.daemon.stop().unwrap();
-    let total = filtered_total(&pair.b.daemon.log()).unwrap();
-    assert_eq!(total, DATAGRAMS, "packets the filter dropped at B");
+    let total = dropped(&pair.b.daemon.log(), path).unwrap();
+    assert_eq!(
+        total, DATAGRAMS,
+        "packets the filter dropped at B ({path:?})"
+    );
 }
 
 #[test]
 fn netns_filter_reload_keeps_the_old_filter_when_the_file_is_bad() {
     let _serial = serial();
     let dir = TempDir::new("filter").unwrap();
-    let (mut pair, file) = start_pair(dir.path()).unwrap();
+    let (mut pair, file) = start_pair(dir.path(), Enforce::Kernel).unwrap();
     pair.run(|pair| {
         let a = pair.a.tunnel(Family::V4);
         // With the allow-all start filter a SYN to the (later) denied port reaches B.
@@ -292,10 +339,19 @@ fn netns_filter_reload_keeps_the_old_filter_when_the_file_is_bad() {
 /// B routes 192.168.50.0/24 (host C behind it) for A: the filter judges forwarded traffic by
 /// its real destination, so a denied port on C is never forwarded and an allowed one is.
 #[test]
-fn netns_subnet_router_does_not_forward_denied_traffic() {
+fn netns_filter_ebpf_subnet_router_does_not_forward_denied_traffic() {
+    subnet_router(Enforce::Kernel);
+}
+
+#[test]
+fn netns_filter_userspace_subnet_router_does_not_forward_denied_traffic() {
+    subnet_router(Enforce::Userspace);
+}
+
+fn subnet_router(path: Enforce) {
     let _serial = serial();
     let dir = TempDir::new("filter").unwrap();
-    let (mut pair, file) = start_pair(dir.path()).unwrap();
+    let (mut pair, file) = start_pair(dir.path(), path).unwrap();
     let c = Netns::new("c").unwrap();
     pair.run(|pair| {
         veth(&pair.b.ns, "rb", &c, "rc")?;

@@ -207,6 +207,7 @@ pub struct Engine {
     shared: Arc<Shared>,
     workers: Vec<Worker>,
     ifname: String,
+    ifindex: u32,
     uapi: Option<UapiHandle>,
 }
 
@@ -284,6 +285,10 @@ impl Engine {
             .first()
             .map(|t| t.name().to_owned())
             .unwrap_or_default();
+        let ifindex = match tuns.first() {
+            Some(t) => t.ifindex().map_err(EngineError::Tun)?,
+            None => 0,
+        };
         if let Some(t) = tuns.first() {
             t.set_mtu(config.mtu).map_err(EngineError::Tun)?;
         }
@@ -371,6 +376,7 @@ impl Engine {
             shared,
             workers,
             ifname,
+            ifindex,
             uapi,
         })
     }
@@ -378,6 +384,11 @@ impl Engine {
     /// The interface name the kernel gave the TUN.
     pub fn ifname(&self) -> &str {
         &self.ifname
+    }
+
+    /// The TUN's interface index (for attaching programs to it).
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
     }
 
     /// How many shards run.

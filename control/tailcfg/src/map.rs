@@ -19,7 +19,7 @@ use crate::derpmap::DerpMap;
 use crate::dns::DnsConfig;
 use crate::hostinfo::Hostinfo;
 use crate::keys::{DiscoPublic, NodePublic};
-use crate::node::{CapMap, Node, NodeId, UserProfile};
+use crate::node::{cap_map_de, CapMap, Node, NodeId, UserProfile};
 use crate::ssh::SshPolicy;
 use crate::time::Time;
 use crate::wire::{is_false, is_zero_f64, is_zero_i64, null_as_default, Base64Bytes};
@@ -234,7 +234,7 @@ pub struct PeerChange {
     /// New capability map.
     #[serde(
         default,
-        deserialize_with = "null_as_default",
+        deserialize_with = "cap_map_de",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub cap_map: CapMap,

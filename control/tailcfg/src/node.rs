@@ -26,6 +26,19 @@ pub type UserId = i64;
 /// Node capabilities and attributes: capability name → raw JSON values (Go `NodeCapMap`).
 pub type CapMap = BTreeMap<String, Vec<serde_json::Value>>;
 
+/// Reads a [`CapMap`], taking Go's `null` (a nil value list, or a nil map) as empty.
+///
+/// # Errors
+/// When the JSON is not an object of arrays.
+pub fn cap_map_de<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CapMap, D::Error> {
+    let raw: Option<BTreeMap<String, Option<Vec<serde_json::Value>>>> = Option::deserialize(d)?;
+    Ok(raw
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.unwrap_or_default()))
+        .collect())
+}
+
 /// One node of the tailnet: the self node or a peer (Go `tailcfg.Node`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -125,7 +138,7 @@ pub struct Node {
     /// Node attributes and capabilities.
     #[serde(
         default,
-        deserialize_with = "null_as_default",
+        deserialize_with = "cap_map_de",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     pub cap_map: CapMap,

@@ -24,8 +24,10 @@ pub(crate) async fn serve(socket: UdpSocket, relay: Arc<Relay>) {
         match stun::parse_binding_request(buf.get(..n).unwrap_or_default()) {
             Ok(tx) => {
                 let resp = stun::binding_response(tx, from);
-                if socket.send_to(resp.as_bytes(), from).await.is_ok() {
-                    bump(&relay.counters.stun_answered);
+                // Counted before sending, so a client that got the answer sees the count.
+                bump(&relay.counters.stun_answered);
+                if let Err(e) = socket.send_to(resp.as_bytes(), from).await {
+                    tracing::debug!("stun send: {e}");
                 }
             }
             Err(_) => bump(&relay.counters.stun_ignored),

@@ -31,7 +31,11 @@ clients.\n\nDERP is served on /derp over an HTTP upgrade; see /metrics for count
 type Body = Full<Bytes>;
 
 /// Accepts connections forever.
-pub(crate) async fn accept_loop(listener: TcpListener, relay: Arc<Relay>, tls: Option<TlsAcceptor>) {
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    relay: Arc<Relay>,
+    tls: Option<TlsAcceptor>,
+) {
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(x) => x,
@@ -172,7 +176,11 @@ fn route(relay: Arc<Relay>, remote: SocketAddr, req: Request<Incoming>) -> Respo
 }
 
 /// `/derp` through hyper: answer 101 and serve the upgraded stream.
-fn derp_upgrade(relay: Arc<Relay>, remote: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+fn derp_upgrade(
+    relay: Arc<Relay>,
+    remote: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
     let upgrade = req
         .headers()
         .get(hyper::header::UPGRADE)
@@ -202,7 +210,10 @@ fn derp_upgrade(relay: Arc<Relay>, remote: SocketAddr, mut req: Request<Incoming
     let h = r.headers_mut();
     h.remove(CONTENT_TYPE);
     h.insert(hyper::header::UPGRADE, HeaderValue::from_static("DERP"));
-    h.insert(hyper::header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(
+        hyper::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
     h.insert("Derp-Version", HeaderValue::from_static("2"));
     if let Ok(v) = HeaderValue::from_str(&key) {
         h.insert("Derp-Public-Key", v);

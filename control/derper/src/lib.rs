@@ -176,7 +176,9 @@ impl Derper {
             }
         };
         let acceptor = match &certs {
-            Some(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(c.server_config()?))),
+            Some(c) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                c.server_config()?,
+            ))),
             None => None,
         };
         let verifier = config
@@ -273,4 +275,3 @@ impl Derper {
 pub fn default_stun_addr(listen: SocketAddr) -> SocketAddr {
     SocketAddr::new(listen.ip(), 3478)
 }
-

@@ -13,7 +13,11 @@ use weft_derp::handshake::MeshKey;
 use weft_derper::{default_stun_addr, Config, Derper, TlsMode};
 
 #[derive(Parser)]
-#[command(name = "weft-derper", version, about = "DERP relay and STUN server for weft and Tailscale clients")]
+#[command(
+    name = "weft-derper",
+    version,
+    about = "DERP relay and STUN server for weft and Tailscale clients"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -89,8 +93,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let plain = tls == TlsMode::PlainHttp;
     let config = Config {
         listen: args.listen,
-        stun_listen: (!args.no_stun)
-            .then(|| args.stun_listen.unwrap_or_else(|| default_stun_addr(args.listen))),
+        stun_listen: (!args.no_stun).then(|| {
+            args.stun_listen
+                .unwrap_or_else(|| default_stun_addr(args.listen))
+        }),
         state_dir: Some(args.state_dir),
         tls,
         mesh_key,

@@ -360,10 +360,7 @@ impl Relay {
         loop {
             loop {
                 buf.clear();
-                let more = self
-                    .lock()
-                    .server
-                    .poll_transmit(id, &mut buf, WRITE_CHUNK);
+                let more = self.lock().server.poll_transmit(id, &mut buf, WRITE_CHUNK);
                 if !buf.is_empty() {
                     let written = tokio::time::timeout(write_timeout, async {
                         wr.write_all(&buf).await?;

@@ -64,7 +64,9 @@ struct AdmitResponse {
 pub fn admit_request_body(key: &PublicKey, source: Option<IpAddr>) -> String {
     let req = AdmitRequest {
         node_public: format!("nodekey:{}", key.to_hex()),
-        source: source.map(|a| a.to_canonical().to_string()).unwrap_or_default(),
+        source: source
+            .map(|a| a.to_canonical().to_string())
+            .unwrap_or_default(),
     };
     serde_json::to_string(&req).unwrap_or_default()
 }
@@ -104,7 +106,11 @@ impl Verifier {
     ///
     /// # Errors
     /// Any [`VerifyError`]; the caller denies the client.
-    pub async fn admit(&self, key: &PublicKey, source: Option<IpAddr>) -> Result<bool, VerifyError> {
+    pub async fn admit(
+        &self,
+        key: &PublicKey,
+        source: Option<IpAddr>,
+    ) -> Result<bool, VerifyError> {
         match tokio::time::timeout(VERIFY_TIMEOUT, self.ask(key, source)).await {
             Ok(r) => r,
             Err(_) => Err(VerifyError::Timeout),

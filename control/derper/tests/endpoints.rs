@@ -103,7 +103,10 @@ async fn other_endpoints() {
     let (d, _dir) = start(TlsMode::PlainHttp, None).await;
     let a = d.local_addr();
     let r = http_get(a, None, "/", "").await;
-    assert!(r.starts_with("HTTP/1.1 200") && r.contains("weft-derper"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 200") && r.contains("weft-derper"),
+        "{r}"
+    );
     let r = http_get(a, None, "/derp/probe", "").await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
     assert!(r.contains("Access-Control-Allow-Origin: *"), "{r}");
@@ -148,7 +151,10 @@ async fn metrics_count_the_traffic() {
 
     let r = http_get(d.local_addr(), pin.as_deref(), "/metrics", "").await;
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    assert!(r.contains("# TYPE derp_packets_received_total counter"), "{r}");
+    assert!(
+        r.contains("# TYPE derp_packets_received_total counter"),
+        "{r}"
+    );
     assert_eq!(metric(&r, "derp_current_connections"), Some(2));
     assert_eq!(metric(&r, "derp_packets_received_total"), Some(6));
     assert_eq!(metric(&r, "derp_bytes_received_total"), Some(550));

@@ -185,22 +185,31 @@ async fn shutdown_sends_restarting() {
 #[tokio::test]
 async fn plain_http_port_drops_tls_probes() {
     let (d, _dir) = start(TlsMode::PlainHttp, None).await;
-    let mut s = tokio::net::TcpStream::connect(d.local_addr()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(d.local_addr())
+        .await
+        .unwrap();
     // The start of a TLS ClientHello record.
-    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01]).await.unwrap();
+    s.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01])
+        .await
+        .unwrap();
     let mut out = Vec::new();
     let n = tokio::time::timeout(support::WAIT, s.read_to_end(&mut out))
         .await
         .unwrap()
         .unwrap_or(0);
     assert_eq!(n, 0, "the plain port answered a TLS probe");
-    assert_eq!(metric(&d.metrics(), "derper_tls_probes_dropped_total"), Some(1));
+    assert_eq!(
+        metric(&d.metrics(), "derper_tls_probes_dropped_total"),
+        Some(1)
+    );
 }
 
 #[tokio::test]
 async fn bad_client_info_is_dropped_and_counted() {
     let (d, _dir) = start(TlsMode::PlainHttp, None).await;
-    let mut s = tokio::net::TcpStream::connect(d.local_addr()).await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(d.local_addr())
+        .await
+        .unwrap();
     s.write_all(b"GET /derp HTTP/1.1\r\nHost: x\r\nUpgrade: DERP\r\nConnection: Upgrade\r\n\r\n")
         .await
         .unwrap();
@@ -220,7 +229,10 @@ async fn bad_client_info_is_dropped_and_counted() {
         text.contains(&format!("Derp-Public-Key: {}", d.public_key().to_hex())),
         "{text}"
     );
-    assert_eq!(metric(&d.metrics(), "derper_handshake_failures_total"), Some(1));
+    assert_eq!(
+        metric(&d.metrics(), "derper_handshake_failures_total"),
+        Some(1)
+    );
     assert_eq!(metric(&d.metrics(), "derp_accepts_total"), Some(0));
 }
 
@@ -228,7 +240,10 @@ async fn bad_client_info_is_dropped_and_counted() {
 async fn self_signed_certificate_is_kept_with_a_private_key_file() {
     let (d, dir) = start(TlsMode::SelfSigned, None).await;
     let pin = d.cert_pin().unwrap();
-    assert!(pin.starts_with("sha256-raw:") && pin.len() == 11 + 64, "{pin}");
+    assert!(
+        pin.starts_with("sha256-raw:") && pin.len() == 11 + 64,
+        "{pin}"
+    );
     let der_pem = std::fs::read(dir.join(tls::SELF_SIGNED_CERT)).unwrap();
     let der = rustls_pemfile::certs(&mut der_pem.as_slice())
         .next()
@@ -290,9 +305,11 @@ async fn certificate_reload_serves_the_new_certificate() {
         .await
         .unwrap();
     b.admitted().await.unwrap();
-    assert!(DerpConn::connect(d.local_addr(), Some(&first), key(10), None)
-        .await
-        .is_err());
+    assert!(
+        DerpConn::connect(d.local_addr(), Some(&first), key(10), None)
+            .await
+            .is_err()
+    );
     // The connection made before the reload still relays.
     b.send(key(8).public_key(), b"after reload").await;
     let ev = a

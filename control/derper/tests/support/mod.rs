@@ -151,7 +151,9 @@ pub async fn http_get(
     extra_headers: &str,
 ) -> String {
     let mut s = dial(addr, pin).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra_headers}\r\n");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{extra_headers}\r\n"
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
@@ -291,6 +293,11 @@ impl DerpConn {
 
 /// The value of a metric line `name{labels} value` (or `name value`) in `/metrics` text.
 pub fn metric(text: &str, name_and_labels: &str) -> Option<u64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(name_and_labels)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

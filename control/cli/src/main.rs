@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod packet_filter;
 mod wg_daemon;
+mod xdp;
 
 /// weft: a Tailscale-compatible mesh VPN with a fast userspace WireGuard data plane.
 #[derive(Debug, Parser)]

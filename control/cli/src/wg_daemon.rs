@@ -54,6 +54,10 @@ pub(crate) struct WgArgs {
     /// it every packet the peers' allowed IPs admit is delivered, as plain WireGuard does.
     #[arg(long, env = "WEFT_PACKET_FILTER")]
     pub(crate) packet_filter: Option<std::path::PathBuf>,
+    /// Attach the XDP junk and handshake-flood filter to this underlay interface (the one the
+    /// peers' datagrams arrive on). Off by default.
+    #[arg(long, env = "WEFT_XDP_INTERFACE")]
+    pub(crate) xdp_interface: Option<String>,
     /// Enforce the packet filter with the userspace matcher only, never the eBPF tc program.
     #[arg(long, env = "WEFT_NO_EBPF")]
     pub(crate) no_ebpf: bool,
@@ -117,6 +121,23 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
         e.apply(&loaded);
         Arc::new(Mutex::new(e))
     });
+    let xdp =
+        args.xdp_interface
+            .as_deref()
+            .and_then(|ifname| match crate::xdp::Xdp::attach(ifname) {
+                Ok(x) => {
+                    engine.set_observer(x.clone());
+                    Some(x)
+                }
+                Err(e) => {
+                    tracing::warn!(
+                    interface = ifname,
+                    error = format!("{e:#}"),
+                    "cannot attach the XDP filter; junk and floods are handled after the socket"
+                );
+                    None
+                }
+            });
     let stopper = engine.stopper();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
@@ -151,6 +172,9 @@ pub(crate) fn run(args: &WgArgs) -> Result<()> {
         let _ = out.flush();
     }
     let result = engine.run().context("device stopped with an error");
+    if let Some(x) = &xdp {
+        x.log_counters();
+    }
     if let Some(e) = &enforcer {
         let e = e.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some((passed, dropped)) = e.kernel_counters() {

@@ -149,6 +149,10 @@ impl ShardCell {
 
 struct Shared {
     cells: Vec<ShardCell>,
+    /// Told about the listen port and the handshake load (see [`DeviceObserver`]).
+    observer: std::sync::OnceLock<Arc<dyn DeviceObserver>>,
+    /// Shards whose partition is under handshake load now.
+    loaded: std::sync::atomic::AtomicUsize,
     /// Held by the UAPI across a whole request (it also serializes requests).
     sockets: Mutex<SocketGroup>,
     stop: AtomicBool,
@@ -161,6 +165,17 @@ impl Shared {
             let _ = c.waker.wake();
         }
     }
+}
+
+/// What a kernel fast path in front of the device must follow: the port the device listens
+/// on, and whether it is under handshake load (then the XDP program rate-limits initiations
+/// per source). Called from UAPI and shard threads; keep it quick.
+pub trait DeviceObserver: Send + Sync {
+    /// The device now listens on `port` (also called once when the observer is set).
+    fn listen_port_changed(&self, port: u16);
+    /// The device went under handshake load (`true`) or back to normal (`false`): under load
+    /// while any shard's partition is.
+    fn load_changed(&self, under_load: bool);
 }
 
 /// Stops a running [`Engine`] from another thread (a signal handler thread, a test).
@@ -349,6 +364,8 @@ impl Engine {
         }
         let shared = Arc::new(Shared {
             cells,
+            observer: std::sync::OnceLock::new(),
+            loaded: std::sync::atomic::AtomicUsize::new(0),
             sockets: Mutex::new(sockets),
             stop: AtomicBool::new(false),
         });
@@ -399,6 +416,20 @@ impl Engine {
     /// A handle that stops [`Engine::run`].
     pub fn stopper(&self) -> Stopper {
         Stopper(Arc::clone(&self.shared))
+    }
+
+    /// Sets the observer of the listen port and the handshake load (once; later calls are
+    /// ignored) and tells it the current port.
+    pub fn set_observer(&self, observer: Arc<dyn DeviceObserver>) {
+        let port = self
+            .shared
+            .sockets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .port();
+        if self.shared.observer.set(Arc::clone(&observer)).is_ok() {
+            observer.listen_port_changed(port);
+        }
     }
 
     /// A handle that installs the tailnet packet filter while the engine runs.
@@ -505,6 +536,21 @@ fn backend(
         .map_err(EngineError::Socket)
 }
 
+/// Counts shards under load and tells the observer when the device as a whole changes.
+fn load_changed(shared: &Shared, loaded: bool) {
+    let before = if loaded {
+        shared.loaded.fetch_add(1, Ordering::SeqCst)
+    } else {
+        shared.loaded.fetch_sub(1, Ordering::SeqCst)
+    };
+    let crossed = if loaded { before == 0 } else { before == 1 };
+    if crossed {
+        if let Some(o) = shared.observer.get() {
+            o.load_changed(loaded);
+        }
+    }
+}
+
 /// One shard's loop. Returns when the engine stops, and stops the engine when it returns or
 /// panics.
 fn run_shard(shared: &Shared, mut w: Worker) -> Result<(), EngineError> {
@@ -557,10 +603,14 @@ fn shard_loop(shared: &Shared, w: &mut Worker) -> Result<(), EngineError> {
             w.io.wait(Duration::ZERO).map_err(EngineError::Poll)?
         };
         let now = clock();
+        let was_loaded = w.shard.under_load();
         let turn = {
             let mut st = cell.lock();
             w.shard.turn(&mut w.io, &mut st, now, ready)
         };
+        if w.shard.under_load() != was_loaded {
+            load_changed(shared, w.shard.under_load());
+        }
         match turn {
             Ok(()) => {}
             Err(SysError::InterfaceGone { .. }) => {
@@ -634,7 +684,11 @@ fn handle_uapi(
         }
     };
     drop(guards);
+    let port = sockets.port();
     drop(sockets);
+    if let Some(o) = shared.observer.get() {
+        o.listen_port_changed(port);
+    }
     for c in &shared.cells {
         let _ = c.waker.wake();
     }

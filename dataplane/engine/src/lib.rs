@@ -29,5 +29,6 @@ pub mod testing {
 }
 
 pub use engine::{
-    ControlHook, DropHook, Engine, EngineConfig, EngineError, PacketFilterControl, Stopper,
+    ControlHook, DeviceObserver, DropHook, Engine, EngineConfig, EngineError, PacketFilterControl,
+    Stopper,
 };

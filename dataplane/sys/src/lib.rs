@@ -87,7 +87,7 @@ pub use error::SysError;
 pub use poll::{poll_readable, MAX_POLL_FDS};
 pub use socket::{bind_udp, set_fwmark, set_socket_buffers};
 pub use steering::{attach_index_steering, bind_udp_group, MAX_STEERING_SHARDS};
-pub use tun::{interface_exists, Tun, WriteOutcome, MAX_INTERFACE_NAME_LEN};
+pub use tun::{interface_exists, interface_index, Tun, WriteOutcome, MAX_INTERFACE_NAME_LEN};
 pub use tun_offload::{Offloads, TunOptions, TunQueues, MAX_TUN_QUEUES, VNET_HDR_LEN};
 pub use udp_batch::{
     enable_gro, gro_enabled, supports_gso, RecvBatch, RecvMeta, Transmit, UdpBatch, UdpFeatures,

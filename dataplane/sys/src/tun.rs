@@ -349,16 +349,18 @@ impl From<Tun> for OwnedFd {
 /// Whether a network interface called `name` exists in this network namespace
 /// (`if_nametoindex` returns non-zero). Invalid names never exist.
 pub fn interface_exists(name: &str) -> bool {
-    let Ok(raw) = name_bytes(name) else {
-        return false;
-    };
-    let Ok(cname) = CStr::from_bytes_until_nul(&raw) else {
-        return false;
-    };
+    interface_index(name).is_some()
+}
+
+/// The index of the network interface called `name` in this network namespace, if it exists
+/// (`if_nametoindex`). Invalid names never exist.
+pub fn interface_index(name: &str) -> Option<u32> {
+    let raw = name_bytes(name).ok()?;
+    let cname = CStr::from_bytes_until_nul(&raw).ok()?;
     // SAFETY: `cname` is a NUL-terminated string that outlives the call; if_nametoindex only
     // reads it.
     let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    index != 0
+    (index != 0).then_some(index)
 }
 
 /// A close-on-exec `AF_INET` datagram socket, the conventional handle for interface ioctls.

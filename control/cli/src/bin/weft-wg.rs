@@ -7,6 +7,8 @@ use clap::Parser;
 mod packet_filter;
 #[path = "../wg_daemon.rs"]
 mod wg_daemon;
+#[path = "../xdp.rs"]
+mod xdp;
 
 /// Userspace WireGuard device (wireguard-go compatible).
 #[derive(Debug, Parser)]

@@ -223,6 +223,11 @@ impl Shard {
         self.hook = hook;
     }
 
+    /// Whether this shard's partition demands cookies (its handshake queue is backed up).
+    pub(crate) fn under_load(&self) -> bool {
+        self.under_load
+    }
+
     /// Counters of the transmit and receive paths.
     pub(crate) fn stats(&self) -> (PathStats, PathStats) {
         (self.tx.stats, self.rx.stats)

@@ -46,6 +46,9 @@ pub mod verify;
 
 pub use relay::{Relay, ShellCounters};
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 /// File in the state directory holding the relay's DERP private key (hex, mode 0600).
 pub const NODE_KEY_FILE: &str = "derper-node.key";
 /// Restarting frame sent on shutdown: clients reconnect after this long ...

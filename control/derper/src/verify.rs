@@ -43,6 +43,9 @@ pub enum VerifyError {
     /// The body is not a `DERPAdmitClientResponse`.
     #[error("bad answer: {0}")]
     Body(#[from] serde_json::Error),
+    /// `Allow` is not a boolean.
+    #[error("bad answer: Allow is not a boolean")]
+    NotBool,
 }
 
 #[derive(serde::Serialize)]
@@ -51,12 +54,6 @@ struct AdmitRequest {
     node_public: String,
     #[serde(rename = "Source")]
     source: String,
-}
-
-#[derive(serde::Deserialize)]
-struct AdmitResponse {
-    #[serde(rename = "Allow", default)]
-    allow: bool,
 }
 
 /// The request body for `key` connecting from `source`, as upstream encodes it (the key in its
@@ -71,12 +68,23 @@ pub fn admit_request_body(key: &PublicKey, source: Option<IpAddr>) -> String {
     serde_json::to_string(&req).unwrap_or_default()
 }
 
-/// Whether an answer body admits the client.
+/// Whether an answer body admits the client: a JSON object whose `Allow` member (matched
+/// without regard to case, as Go's decoder does) is `true`; a missing member denies.
 ///
 /// # Errors
-/// [`VerifyError::Body`] when it is not a JSON object of that shape.
+/// [`VerifyError::Body`] when the body is not a JSON object or `Allow` is not a boolean.
 pub fn parse_admit_response(body: &[u8]) -> Result<bool, VerifyError> {
-    Ok(serde_json::from_slice::<AdmitResponse>(body)?.allow)
+    let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)?;
+    let mut allow = false;
+    for (k, v) in &obj {
+        if k.eq_ignore_ascii_case("allow") {
+            allow = match v {
+                serde_json::Value::Bool(b) => *b,
+                _ => return Err(VerifyError::NotBool),
+            };
+        }
+    }
+    Ok(allow)
 }
 
 /// A configured verify URL.

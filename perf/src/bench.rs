@@ -65,6 +65,16 @@ pub(crate) enum PairKind {
     #[value(name = "weft-uring")]
     #[serde(rename = "weft-uring")]
     WeftUring,
+    /// weft on both sides with an allow-all tailnet packet filter enforced by the eBPF tc
+    /// program on the TUN (`--packet-filter`).
+    #[value(name = "weft-tc")]
+    #[serde(rename = "weft-tc")]
+    WeftFilterTc,
+    /// weft on both sides with the same filter enforced by the userspace matcher
+    /// (`--packet-filter --no-ebpf`).
+    #[value(name = "weft-userfilter")]
+    #[serde(rename = "weft-userfilter")]
+    WeftFilterUser,
     /// wireguard-go on both sides.
     Go,
     /// boringtun on both sides.
@@ -75,11 +85,13 @@ pub(crate) enum PairKind {
 
 impl PairKind {
     /// Every pair, in table order.
-    pub(crate) const ALL: [PairKind; 7] = [
+    pub(crate) const ALL: [PairKind; 9] = [
         PairKind::Veth,
         PairKind::Weft,
         PairKind::WeftOneShard,
         PairKind::WeftUring,
+        PairKind::WeftFilterTc,
+        PairKind::WeftFilterUser,
         PairKind::Go,
         PairKind::Boringtun,
         PairKind::Mixed,
@@ -92,6 +104,8 @@ impl PairKind {
             Self::Weft => "weft↔weft",
             Self::WeftOneShard => "weft↔weft 1 shard",
             Self::WeftUring => "weft↔weft io_uring",
+            Self::WeftFilterTc => "weft↔weft filter tc",
+            Self::WeftFilterUser => "weft↔weft filter user",
             Self::Go => "wg-go↔wg-go",
             Self::Boringtun => "boringtun↔boringtun",
             Self::Mixed => "weft↔wg-go",
@@ -111,11 +125,36 @@ impl PairKind {
                 let uring = || WgImpl::WeftUring(weft.to_path_buf());
                 Some((uring(), uring()))
             }
+            Self::WeftFilterTc | Self::WeftFilterUser => {
+                let mut args = vec![
+                    "--packet-filter".to_owned(),
+                    allow_all_filter().display().to_string(),
+                ];
+                if self == Self::WeftFilterUser {
+                    args.push("--no-ebpf".into());
+                }
+                let f = || WgImpl::WeftWithArgs(weft.to_path_buf(), args.clone());
+                Some((f(), f()))
+            }
             Self::Go => Some((WgImpl::WireguardGo, WgImpl::WireguardGo)),
             Self::Boringtun => Some((WgImpl::Boringtun, WgImpl::Boringtun)),
             Self::Mixed => Some((w(), WgImpl::WireguardGo)),
         }
     }
+}
+
+/// A packet filter file that admits everything by rule (so each packet goes through the whole
+/// match: source and destination prefixes, protocol, ports), written once per process.
+fn allow_all_filter() -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("weft-perf-filter-{}.json", std::process::id()));
+    if !path.exists() {
+        let json = r#"{"LocalNets": ["0.0.0.0/0", "::/0"], "PacketFilter": [{"SrcIPs": ["*"],
+            "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}]}]}"#;
+        if let Err(e) = std::fs::write(&path, json) {
+            eprintln!("weft-perf: cannot write {}: {e}", path.display());
+        }
+    }
+    path
 }
 
 /// One measurement made on every pair in every run.

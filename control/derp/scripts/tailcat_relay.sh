@@ -1,32 +1,60 @@
 #!/usr/bin/env bash
-# Official Tailscale client code relaying through weft's DERP core: two `tailcat` peers
+# Official Tailscale client code relaying through weft-derper: two `tailcat` peers
 # (tailscale.com derphttp + magicsock, no control server) with a DERP map pointing at the
-# plain_derper example, forced onto DERP (TS_DEBUG_ALWAYS_USE_DERP=1) over plain HTTP
-# (TS_DEBUG_USE_DERP_HTTP=1). Checks a disco ping and a 4 MB transfer (SHA-256 compared).
+# weft-derper binary, forced onto DERP (TS_DEBUG_ALWAYS_USE_DERP=1). Checks a disco ping and a
+# 4 MB transfer (SHA-256 compared).
 #
-# Usage (root; builds the example, installs the clients, runs everything in sandbox.sh):
-#   control/derp/scripts/tailcat_relay.sh
+# MODE=tls (default): HTTPS with the relay's self-signed certificate pinned in the DERP map
+#   (CertName "sha256-raw:<hex>" as printed by weft-derper) and STUN on 3478 — no debug knob
+#   for the transport.
+# MODE=plain: --plain-http, clients with TS_DEBUG_USE_DERP_HTTP=1.
+#
+# Usage (root; builds the binary, installs the clients, runs everything in sandbox.sh):
+#   [MODE=plain] control/derp/scripts/tailcat_relay.sh
 # Exits 0 when both checks pass. Logs stay in $WORK.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 RC=${REALCLIENTS:-$ROOT/../shared/realclients}
 WORK=${WORK:-/tmp/weft-tailcat-relay}
+MODE=${MODE:-tls}
 
 if [ "${WEFT_IN_SANDBOX:-}" != 1 ]; then
-  (cd "$ROOT" && cargo build -q -p weft-derp --example plain_derper)
+  (cd "$ROOT" && cargo build -q -p weft-derper)
   bash "$RC/install.sh" "$WORK/clients" >/dev/null
-  export WEFT_IN_SANDBOX=1 WORK ROOT RC
+  export WEFT_IN_SANDBOX=1 WORK ROOT RC MODE
   exec "$RC/sandbox.sh" "$0"
 fi
 
 TC=$WORK/clients/bin/tailcat
-rm -rf "$WORK/run"; mkdir -p "$WORK/run/tc1" "$WORK/run/tc2" "$WORK/run/tc3"
+rm -rf "$WORK/run"; mkdir -p "$WORK/run/tc1" "$WORK/run/tc2" "$WORK/run/tc3" "$WORK/run/www"
 cd "$WORK/run"
-"$ROOT/target/debug/examples/plain_derper" 127.0.0.1:3340 2>derper.log &
-(cd "$RC" && exec python3 -m http.server -b 127.0.0.1 8081 >/dev/null 2>&1) &
+if [ "$MODE" = plain ]; then
+  "$ROOT/target/debug/weft-derper" serve --listen 127.0.0.1:3340 --stun-listen 127.0.0.1:3478 \
+    --state-dir "$PWD/state" --plain-http >derper.out 2>derper.log &
+  export TS_DEBUG_USE_DERP_HTTP=1
+  CERT=''
+else
+  "$ROOT/target/debug/weft-derper" serve --listen 127.0.0.1:3340 --stun-listen 127.0.0.1:3478 \
+    --state-dir "$PWD/state" >derper.out 2>derper.log &
+  for _ in $(seq 1 50); do grep -q CertName derper.out 2>/dev/null && break; sleep 0.2; done
+  CERT=$(sed -n 's/^CertName: //p' derper.out)
+  [ -n "$CERT" ] || { echo "FAIL: no certificate pin printed"; cat derper.log; exit 1; }
+  echo "pin: $CERT"
+fi
+DERPER=$!
+python3 - "$CERT" >www/derpmap.json <<'PY'
+import json, sys
+node = {"Name": "900a", "RegionID": 900, "HostName": "127.0.0.1", "IPv4": "127.0.0.1",
+        "IPv6": "none", "DERPPort": 3340, "STUNPort": 3478}
+if sys.argv[1]:
+    node["CertName"] = sys.argv[1]
+print(json.dumps({"Regions": {"900": {"RegionID": 900, "RegionCode": "weft",
+                                      "RegionName": "weft test DERP", "Nodes": [node]}}}))
+PY
+(cd www && exec python3 -m http.server -b 127.0.0.1 8081 >/dev/null 2>&1) &
 sleep 1
-export TS_DEBUG_USE_DERP_HTTP=1 TS_DEBUG_ALWAYS_USE_DERP=1
-MAP=http://127.0.0.1:8081/derpmap.example.json
+export TS_DEBUG_ALWAYS_USE_DERP=1
+MAP=http://127.0.0.1:8081/derpmap.json
 
 addr_of() { # wait for tailcat's {"listenAddr":...} line in $1
   for _ in $(seq 1 60); do grep -q listenAddr "$1" 2>/dev/null && break; sleep 0.5; done
@@ -55,4 +83,13 @@ got = hashlib.sha256(body).hexdigest()
 print(f"stream: {len(body)} bytes received, sha256 {'matches' if got == want else 'DIFFERS'}")
 sys.exit(0 if got == want else 1)
 PY
-tail -1 derper.log
+curl -s http://127.0.0.1:3340/metrics 2>/dev/null | grep -E '^derp_(packets_(received|sent)|accepts)_total|^derper_stun_answered' \
+  || python3 - <<'PY'
+import ssl, urllib.request
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+for l in urllib.request.urlopen("https://127.0.0.1:3340/metrics", context=ctx).read().decode().splitlines():
+    if l.startswith(("derp_accepts_total", "derp_packets_received_total", "derp_packets_sent_total", "derper_stun_answered_total")):
+        print(l)
+PY
+kill -TERM $DERPER; wait $DERPER || true
+tail -2 derper.log

@@ -24,6 +24,7 @@ pub mod capver;
 pub mod derpmap;
 pub mod dns;
 pub mod frame;
+pub mod fuzzing;
 pub mod hostinfo;
 pub mod keys;
 pub mod map;

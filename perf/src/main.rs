@@ -13,6 +13,7 @@
 //! See `perf/README.md` for what each metric means.
 
 mod bench;
+mod flood;
 mod iperf;
 mod machine;
 mod procfs;
@@ -47,6 +48,22 @@ enum Cmd {
     /// Measure every selected pair, interleaved, and print medians and ratios.
     /// Needs root: it creates (and removes) network namespaces.
     Run(RunArgs),
+    /// What a handshake flood costs the receiving host with and without weft's XDP program.
+    /// Needs root.
+    Flood(FloodArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct FloodArgs {
+    /// Rounds of (XDP off, XDP on).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
+    /// Seconds of flood per measurement.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    duration: u64,
+    /// The weft-wg binary [default: next to this executable].
+    #[arg(long)]
+    weft: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -76,6 +93,12 @@ fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run(args) => run(args),
+        Cmd::Flood(args) => {
+            check_prerequisites(&[PairKind::Go])?;
+            let weft = weft_binary(args.weft)?;
+            flood::run(&weft, args.runs, Duration::from_secs(args.duration))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

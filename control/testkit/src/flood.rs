@@ -104,6 +104,11 @@ impl HandshakeFlood {
         Ok(Self { guard })
     }
 
+    /// The sender's process id (for CPU accounting).
+    pub fn pid(&self) -> u32 {
+        self.guard.pid()
+    }
+
     /// Whether it is still sending.
     pub fn is_running(&mut self) -> bool {
         self.guard.is_running()

@@ -13,6 +13,10 @@
  * A packet's candidate slots are the AND of its two bitmaps; a bounded loop over those slots
  * checks protocol and port. Every key and index carries a generation; the active one is read
  * once per packet from weft_tc_cfg, so a rule update is one array write.
+ *
+ * weft_acl_out, on the TUN's egress (this node's outbound packets), records UDP and SCTP
+ * flows in the LRU hash weft_flows; weft_acl accepts their replies without a rule
+ * (Filter::check_outbound / check_inbound_with in weft-filter).
  */
 #include <linux/bpf.h>
 #include <linux/pkt_cls.h>
@@ -52,6 +56,16 @@ struct {
 	__type(key, __u32);
 	__type(value, struct weft_tc_config);
 } weft_tc_cfg SEC(".maps");
+
+/* The reverse-flow cache: UDP and SCTP flows this node sent (recorded by weft_acl_out on
+ * the TUN's egress), whose replies weft_acl accepts without a rule. An LRU hash: the kernel
+ * evicts approximately least recently used entries when it needs room. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_FLOW_ENTRIES);
+	__type(key, struct weft_flow_key);
+	__type(value, struct weft_flow);
+} weft_flows SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -95,6 +109,7 @@ struct decoded {
 	__u8 icmp_type;
 	__u8 icmp_code;
 	__u8 pad;
+	__u16 src_port;
 	__u16 dst_port;
 	__u8 src[16];
 	__u8 dst[16];
@@ -145,6 +160,7 @@ static __always_inline __u32 transport(struct __sk_buff *skb, struct decoded *d,
 		if (bpf_skb_load_bytes(skb, body, t, 4))
 			return WEFT_TC_DROP_TRUNCATED;
 		d->kind = L4_PORTS;
+		d->src_port = be16(&t[0]);
 		d->dst_port = be16(&t[2]);
 		return 0;
 	case PROTO_TSMP:
@@ -310,6 +326,30 @@ static __always_inline void lpm_key(struct weft_lpm_key *k, __u8 gen, const stru
 	}
 }
 
+/* An address in its 16-byte flow-key form: IPv6 as is, IPv4 as ::ffff:a.b.c.d. */
+static __always_inline void flow_addr(__u8 *out, const struct decoded *d, const __u8 *addr)
+{
+	if (d->family == WEFT_FAMILY_V4) {
+		__builtin_memset(out, 0, 10);
+		out[10] = 0xff;
+		out[11] = 0xff;
+		__builtin_memcpy(&out[12], addr, 4);
+	} else {
+		__builtin_memcpy(out, addr, 16);
+	}
+}
+
+/* The flow key of a UDP or SCTP packet; `inbound`: the remote side is the source. */
+static __always_inline void flow_key(struct weft_flow_key *k, const struct decoded *d,
+				     int inbound)
+{
+	flow_addr(k->remote, d, inbound ? d->src : d->dst);
+	flow_addr(k->local, d, inbound ? d->dst : d->src);
+	k->remote_port = inbound ? d->src_port : d->dst_port;
+	k->local_port = inbound ? d->dst_port : d->src_port;
+	k->proto = d->protocol;
+}
+
 enum match_mode {
 	MATCH_ANY,      /* ICMP: any rule with the source and the destination address */
 	MATCH_PORT,     /* the protocol, and the port in range */
@@ -395,6 +435,15 @@ static __always_inline __u32 decide(const struct decoded *d)
 	case L4_OTHER:
 		mode = MATCH_ALL_PORTS;
 		break;
+	case L4_PORTS: {
+		/* A reply to a flow this node sent needs no rule (the lookup refreshes it). */
+		struct weft_flow_key fk = {};
+
+		flow_key(&fk, d, 1);
+		if (bpf_map_lookup_elem(&weft_flows, &fk))
+			return WEFT_TC_PASS;
+		break;
+	}
 	default:
 		break;
 	}
@@ -454,4 +503,43 @@ SEC("classifier/weft_acl")
 int weft_acl(struct __sk_buff *skb)
 {
 	return finish(check(skb));
+}
+
+/* The TUN's egress: packets the host routes into the tunnel, i.e. this node's outbound
+ * traffic. Nothing is dropped or counted; a UDP or SCTP packet that decodes, is not a later
+ * fragment and goes to neither a multicast nor a link-local destination records its flow
+ * (weft-filter's Filter::check_outbound). */
+SEC("classifier/weft_acl_out")
+int weft_acl_out(struct __sk_buff *skb)
+{
+	__u32 ip = weft_l2_offset;
+	__u32 len;
+	__u8 b0;
+	__u32 r;
+	struct decoded d = {};
+	struct weft_flow_key fk = {};
+	struct weft_flow seen = { .seen = 1 };
+
+	if (skb->len <= ip)
+		return TC_ACT_OK;
+	len = skb->len - ip;
+	if (len < 20)
+		return TC_ACT_OK;
+	if (bpf_skb_load_bytes(skb, ip, &b0, 1))
+		return TC_ACT_OK;
+	switch (b0 >> 4) {
+	case 4:
+		r = decode4(skb, &d, ip, len);
+		break;
+	case 6:
+		r = decode6(skb, &d, ip, len);
+		break;
+	default:
+		return TC_ACT_OK;
+	}
+	if (r || destination_kind(&d) || d.kind != L4_PORTS)
+		return TC_ACT_OK;
+	flow_key(&fk, &d, 0);
+	bpf_map_update_elem(&weft_flows, &fk, &seen, BPF_ANY);
+	return TC_ACT_OK;
 }

@@ -60,6 +60,29 @@ struct weft_tc_config {
 	__u32 pad;
 };
 
+/* Capacity of the reverse-flow LRU hash (weft_flows). The userspace table holds 512; the
+ * kernel's LRU evicts approximately (per-CPU free lists), so the map is four times larger to
+ * keep at least the 512 most recent flows. */
+#define WEFT_FLOW_ENTRIES 2048
+
+/* Key of the reverse-flow map, as an inbound reply carries it: remote = the reply's source
+ * (the outbound packet's destination), local = this node's side. Addresses are 16 bytes,
+ * IPv4 written IPv4-mapped (::ffff:a.b.c.d); ports in host byte order. weft-filter's
+ * FlowTable uses the same layout (weft-ebpf-common FlowKey). */
+struct weft_flow_key {
+	__u8 remote[16];
+	__u8 local[16];
+	__u16 remote_port;
+	__u16 local_port;
+	__u8 proto; /* 17 (UDP) or 132 (SCTP) */
+	__u8 pad[3];
+};
+
+/* Value of the reverse-flow map (presence is what counts). */
+struct weft_flow {
+	__u32 seen;
+};
+
 /* Per-CPU counters of the tc program (array index). */
 #define WEFT_TC_PASS 0
 #define WEFT_TC_DROP_TOO_SHORT 1
@@ -121,6 +144,11 @@ _Static_assert(__builtin_offsetof(struct weft_slot, port_first) == 32, "weft_slo
 _Static_assert(sizeof(struct weft_local) == 4, "weft_local");
 _Static_assert(sizeof(struct weft_tc_config) == 8, "weft_tc_config");
 _Static_assert(sizeof(struct weft_xdp_config) == 8, "weft_xdp_config");
+_Static_assert(sizeof(struct weft_flow_key) == 40, "weft_flow_key");
+_Static_assert(__builtin_offsetof(struct weft_flow_key, local) == 16, "weft_flow_key.local");
+_Static_assert(__builtin_offsetof(struct weft_flow_key, remote_port) == 32,
+	       "weft_flow_key.remote_port");
+_Static_assert(__builtin_offsetof(struct weft_flow_key, proto) == 36, "weft_flow_key.proto");
 _Static_assert(sizeof(struct weft_rl_key) == 24, "weft_rl_key");
 _Static_assert(__builtin_offsetof(struct weft_rl_key, addr) == 8, "weft_rl_key.addr");
 _Static_assert(sizeof(struct weft_rl_entry) == 16, "weft_rl_entry");

@@ -29,15 +29,136 @@ fn addr(p: &[u8], at: usize, v6: bool) -> Option<IpAddr> {
     }
 }
 
+/// A flow as the reference model keeps it: protocol, remote address and port, local address
+/// and port, addresses in their 16-byte form.
+type RefFlow = (u8, [u8; 16], u16, [u8; 16], u16);
+
+/// The reference model of the reverse-flow cache: a list, most recently used last, cut to
+/// its capacity from the front.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceFlows {
+    flows: Vec<RefFlow>,
+    capacity: usize,
+}
+
+impl ReferenceFlows {
+    /// An empty cache of `capacity` flows.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            flows: Vec::new(),
+            capacity,
+        }
+    }
+
+    /// Flows held.
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    /// Whether no flow is held.
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    fn use_flow(&mut self, f: RefFlow, add: bool) -> bool {
+        let held = self.flows.iter().position(|x| *x == f);
+        if let Some(i) = held {
+            self.flows.remove(i);
+        }
+        if held.is_some() || add {
+            self.flows.push(f);
+        }
+        if self.flows.len() > self.capacity {
+            self.flows.remove(0);
+        }
+        held.is_some()
+    }
+}
+
+/// IPv6 as is, IPv4 as `::ffff:a.b.c.d`, built byte by byte.
+fn bytes16(a: IpAddr) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => {
+            out[10] = 0xff;
+            out[11] = 0xff;
+            for (o, b) in out.iter_mut().skip(12).zip(v4.octets()) {
+                *o = b;
+            }
+        }
+        IpAddr::V6(v6) => out = v6.octets(),
+    }
+    out
+}
+
 /// The verdict of the reference model for `packet` under `rules` and `local`.
 pub fn reference_verdict(rules: &[Rule], local: &[IpNet], packet: &[u8]) -> Verdict {
-    match reference(rules, local, packet) {
+    match reference(rules, local, packet, None) {
         Ok(()) => Verdict::Accept,
         Err(r) => Verdict::Drop(r),
     }
 }
 
-fn reference(rules: &[Rule], local: &[IpNet], p: &[u8]) -> Result<(), DropReason> {
+/// The verdict of the reference model for an inbound `packet` with the reverse-flow cache
+/// `flows` (a reply refreshes its flow).
+pub fn reference_verdict_with(
+    rules: &[Rule],
+    local: &[IpNet],
+    packet: &[u8],
+    flows: &mut ReferenceFlows,
+) -> Verdict {
+    match reference(rules, local, packet, Some(flows)) {
+        Ok(()) => Verdict::Accept,
+        Err(r) => Verdict::Drop(r),
+    }
+}
+
+/// The reference model of an outbound `packet`: whether it records a flow in `flows`.
+pub fn reference_outbound(packet: &[u8], flows: &mut ReferenceFlows) -> bool {
+    // Everything before the local-nets check is direction-agnostic: run the inbound model
+    // with the packet's own destination as the only local net and watch what it parses.
+    let mut seen = None;
+    let dst = match packet.first().map(|b| b >> 4) {
+        Some(4) => addr(packet, 16, false),
+        Some(6) => addr(packet, 24, true),
+        _ => None,
+    };
+    let Some(dst) = dst else { return false };
+    let local = [IpNet::host(dst)];
+    let verdict = reference_inner(&[], &local, packet, &mut |f| {
+        seen = Some(f);
+        false
+    });
+    if verdict == Err(DropReason::NoRule) {
+        if let Some((proto, src, sport, dst, dport)) = seen {
+            flows.use_flow((proto, dst, dport, src, sport), true);
+            return true;
+        }
+    }
+    false
+}
+
+fn reference(
+    rules: &[Rule],
+    local: &[IpNet],
+    p: &[u8],
+    mut flows: Option<&mut ReferenceFlows>,
+) -> Result<(), DropReason> {
+    reference_inner(rules, local, p, &mut |(proto, src, sport, dst, dport)| {
+        flows
+            .as_mut()
+            .is_some_and(|f| f.use_flow((proto, src, sport, dst, dport), false))
+    })
+}
+
+/// The model; `reply` is asked, for a UDP or SCTP packet past the local-nets check, whether
+/// (protocol, source, source port, destination, destination port) answers a recorded flow.
+fn reference_inner(
+    rules: &[Rule],
+    local: &[IpNet],
+    p: &[u8],
+    reply: &mut dyn FnMut(RefFlow) -> bool,
+) -> Result<(), DropReason> {
     use DropReason::*;
     if p.is_empty() {
         return Ok(());
@@ -105,6 +226,7 @@ fn reference(rules: &[Rule], local: &[IpNet], p: &[u8]) -> Result<(), DropReason
     let mut icmp_type = None;
     let mut tcp_flags = 0u8;
     let mut port = None;
+    let mut sport = None;
     if let Some(t) = l4 {
         let need = match protocol {
             0 | 255 => return Err(UnknownProtocol),
@@ -132,6 +254,7 @@ fn reference(rules: &[Rule], local: &[IpNet], p: &[u8]) -> Result<(), DropReason
         }
         if matches!(protocol, proto::TCP | proto::UDP | proto::SCTP) {
             port = be16(t, 2);
+            sport = be16(t, 0);
         }
         if protocol == icmp && t.len() >= 8 {
             icmp_type = Some((
@@ -188,7 +311,16 @@ fn reference(rules: &[Rule], local: &[IpNet], p: &[u8]) -> Result<(), DropReason
     } else if protocol == proto::TSMP {
         true
     } else if let Some(port) = port {
-        (protocol == proto::TCP && tcp_flags & 0x12 != 0x02)
+        let is_reply = protocol != proto::TCP
+            && reply((
+                protocol,
+                bytes16(src),
+                sport.unwrap_or(0),
+                bytes16(dst),
+                port,
+            ));
+        is_reply
+            || (protocol == proto::TCP && tcp_flags & 0x12 != 0x02)
             || rules.iter().any(|r| {
                 r.protocols.contains(protocol)
                     && src_in(r)
@@ -269,7 +401,9 @@ pub fn fuzz_local() -> Vec<IpNet> {
 /// The fuzz target's invariants for one input, a packet run under each of
 /// [`fuzz_rule_sets`]. The matcher must not panic and must agree with [`reference_verdict`]; a
 /// packet whose verdict needs no rule (anything but [`DropReason::NoRule`] or an accept that
-/// a rule gave) must get the same verdict under every rule set.
+/// a rule gave) must get the same verdict under every rule set. Sent as an outbound packet,
+/// it must record a flow exactly when the model does, and its verdict as an inbound packet
+/// afterwards (with the cache) must be the model's.
 ///
 /// # Errors
 /// A [`Violation`] naming the broken invariant.
@@ -288,6 +422,20 @@ pub fn check_inbound(data: &[u8]) -> Result<(), Violation> {
             )));
         }
         verdicts.push(got);
+    }
+    let filter = Filter::deny_all(local.iter().copied());
+    let mut flows = crate::FlowTable::with_capacity(4);
+    let mut model = ReferenceFlows::new(4);
+    let recorded = filter.check_outbound(packet, &mut flows);
+    if recorded != reference_outbound(packet, &mut model) {
+        return Err(Violation(format!("outbound: matcher recorded {recorded}")));
+    }
+    let got = filter.check_inbound_with(packet, &mut flows);
+    let want = reference_verdict_with(&[], &local, packet, &mut model);
+    if got != want {
+        return Err(Violation(format!(
+            "inbound with flows: matcher {got:?}, reference {want:?}"
+        )));
     }
     // Allow-all accepts everything deny-all accepts; deny-all drops only what allow-all
     // drops or for lack of a rule.

@@ -15,10 +15,28 @@
 //! # Use
 //! [`rules::compile`] turns the wire [`FilterRule`]s into [`Rule`]s (how bad entries are
 //! handled is in [`rules`]); [`Filter::new`] takes them with the node's *local nets* (its own
-//! addresses and the routes it serves); [`Filter::check_inbound`] gives a [`Verdict`] for one
-//! decrypted IP packet from a peer, with a [`DropReason`] for the counters.
+//! addresses and the routes it serves); [`Filter::check_inbound_with`] gives a [`Verdict`] for
+//! one decrypted IP packet from a peer, with a [`DropReason`] for the counters, and
+//! [`Filter::check_outbound`] records the UDP and SCTP flows this node sends in a
+//! [`FlowTable`] (the reverse-flow cache) so that their replies are accepted.
+//! [`Filter::check_inbound`] is the same verdict without a cache.
 //!
-//! # Semantics (inbound only; outbound packets are not filtered)
+//! # Outbound packets and the reverse-flow cache
+//! Outbound packets (this node to a peer) are never dropped. One that decodes (step 1 and 2
+//! below), whose destination is neither multicast nor link-local (step 3), that is not a
+//! later fragment and whose protocol is UDP or SCTP is *recorded*: the flow (protocol, remote
+//! address and port = the packet's destination, local address and port = its source) becomes
+//! the most recently used entry of the [`FlowTable`], a bounded LRU of
+//! [`FLOW_TABLE_CAPACITY`] (512) flows as in the official client; the 513th distinct flow
+//! evicts the least recently used one. An inbound UDP or SCTP packet whose (protocol, source
+//! address and port, destination address and port) equals a recorded flow is a *reply*: it is
+//! accepted without a rule (step 6) and refreshes the flow. Addresses compare in their 16-byte
+//! form, an IPv4 address as `::ffff:a.b.c.d` (the official client's flow tuple), and ports
+//! exactly. TCP, ICMP and every other protocol neither record nor consult the cache. The
+//! cache outlives rule changes (the official client shares it between filters), so the data
+//! plane keeps the [`FlowTable`] apart from the [`Filter`].
+//!
+//! # Semantics (inbound)
 //! In this order:
 //! 1. An empty packet is accepted (the official client's keep-alive case; weft never writes
 //!    one to the TUN). Fewer than 20 bytes, a version other than 4 or 6, a packet shorter
@@ -44,7 +62,8 @@
 //!    * TCP: a segment without SYN, or with SYN and ACK, is accepted (return traffic of
 //!      outbound connections; a connection cannot be opened without a bare SYN). A bare SYN
 //!      needs a matching rule.
-//!    * UDP and SCTP: need a matching rule.
+//!    * UDP and SCTP: a reply to a recorded flow is accepted (see above); anything else needs
+//!      a matching rule.
 //!    * TSMP (99): accepted.
 //!    * anything else: accepted if a rule for that protocol has the source and the
 //!      destination with *all* ports (0–65535).
@@ -59,10 +78,9 @@
 //! is dropped unless a rule names that protocol number with all ports.
 //!
 //! # Deliberate differences from the official client
-//! * **No reverse-flow cache for UDP/SCTP.** The official client records outbound UDP/SCTP
-//!   flows in a 512-entry LRU and accepts the replies without a rule. This matcher is
-//!   stateless (it is the specification of a stateless eBPF program); until weft has a flow
-//!   table, replies to outbound UDP need a rule. Not yet done, not a design choice.
+//! * **Outbound packets are not dropped.** The official client's pre-checks also refuse
+//!   outbound packets (too short, multicast or link-local destination, unknown protocol);
+//!   weft sends them, and they record no flow. The kernel or the peer drops them anyway.
 //! * **`cap:` sources never match** (they need the peer-capability map of the netmap).
 //!   They are parsed and kept in [`Rule::src_caps`]. Not yet done.
 //! * **Stricter header checks.** An IPv4 header length below 5 words is dropped (the official
@@ -89,6 +107,13 @@
 //! than the program's limits is a [`TablesError`], never a different verdict: the caller
 //! keeps enforcing with this matcher. `tests/ebpf_parity.rs` runs the table, the fuzz corpus
 //! and generated cases through both and requires identical verdicts and drop reasons.
+//!
+//! The reverse-flow cache is a kernel LRU hash keyed by the same [`FlowKey`] layout, filled by
+//! the tc program on the TUN's egress (packets the host routes into the tunnel) and consulted
+//! by the one on its ingress. The kernel's LRU eviction is approximate (per-CPU free lists),
+//! so its map holds more than 512 flows; the two paths agree on every packet while fewer than
+//! 512 flows are live, and beyond that the kernel path may still accept a reply to a flow the
+//! userspace table has already evicted.
 #![cfg_attr(
     test,
     allow(
@@ -101,6 +126,7 @@
 
 mod decode;
 pub mod ebpf;
+mod flows;
 #[doc(hidden)]
 pub mod fuzzing;
 mod matcher;
@@ -108,6 +134,7 @@ pub mod rules;
 
 pub use decode::{Decoded, L4};
 pub use ebpf::{tc_tables, TablesError};
+pub use flows::{FlowKey, FlowTable, FLOW_TABLE_CAPACITY};
 pub use matcher::{DropReason, Filter, Verdict};
 pub use rules::{
     compile, Compiled, Dst, EntryError, FilterRule, IpNet, IpSetError, PortRange, ProtoSet, Rule,

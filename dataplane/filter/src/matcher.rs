@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::decode::{Decoded, L4};
+use crate::flows::{addr16, FlowKey, FlowTable};
 use crate::rules::{Dst, IpNet, PortRange, ProtoSet, Rule};
 
 /// The verdict on one inbound packet.
@@ -110,24 +111,66 @@ impl Filter {
         Self::new(&[], local)
     }
 
-    /// The verdict on `packet`, an IP packet (no link-layer header) a peer sent to this node.
+    /// The verdict on `packet`, an IP packet (no link-layer header) a peer sent to this node,
+    /// without a reverse-flow cache: a UDP or SCTP reply needs a rule. The data plane uses
+    /// [`check_inbound_with`](Self::check_inbound_with).
     pub fn check_inbound(&self, packet: &[u8]) -> Verdict {
+        self.inbound(packet, None)
+    }
+
+    /// The verdict on `packet`, an IP packet a peer sent to this node, where a UDP or SCTP
+    /// packet that answers a flow in `flows` (recorded by
+    /// [`check_outbound`](Self::check_outbound)) is accepted without a rule and refreshes that
+    /// flow. Everything else is judged as by [`check_inbound`](Self::check_inbound).
+    pub fn check_inbound_with(&self, packet: &[u8], flows: &mut FlowTable) -> Verdict {
+        self.inbound(packet, Some(flows))
+    }
+
+    fn inbound(&self, packet: &[u8], flows: Option<&mut FlowTable>) -> Verdict {
         match Decoded::parse(packet) {
             Ok(None) => Verdict::Accept,
-            Ok(Some(d)) => self.check_decoded(&d),
+            Ok(Some(d)) => match self.decide(&d, flows) {
+                Ok(()) => Verdict::Accept,
+                Err(r) => Verdict::Drop(r),
+            },
             Err(reason) => Verdict::Drop(reason),
         }
     }
 
-    /// The verdict on an already decoded packet (steps 3–6 of the crate doc).
+    /// The verdict on an already decoded packet (steps 3–6 of the crate doc), without a
+    /// reverse-flow cache.
     pub fn check_decoded(&self, d: &Decoded) -> Verdict {
-        match self.decide(d) {
+        match self.decide(d, None) {
             Ok(()) => Verdict::Accept,
             Err(r) => Verdict::Drop(r),
         }
     }
 
-    fn decide(&self, d: &Decoded) -> Result<(), DropReason> {
+    /// Notes `packet`, an IP packet this node sends to a peer, in `flows` when it opens or
+    /// continues a UDP or SCTP flow, so that the replies are accepted (see the crate doc).
+    /// Outbound packets are never dropped; returns whether a flow was recorded.
+    pub fn check_outbound(&self, packet: &[u8], flows: &mut FlowTable) -> bool {
+        let Ok(Some(d)) = Decoded::parse(packet) else {
+            return false;
+        };
+        if check_destination_kind(d.dst).is_err() {
+            return false;
+        }
+        let L4::Ports { src_port, dst_port } = d.l4 else {
+            return false;
+        };
+        flows.insert(FlowKey {
+            remote: addr16(d.dst),
+            local: addr16(d.src),
+            remote_port: dst_port,
+            local_port: src_port,
+            proto: d.protocol,
+            pad: [0; 3],
+        });
+        true
+    }
+
+    fn decide(&self, d: &Decoded, flows: Option<&mut FlowTable>) -> Result<(), DropReason> {
         check_destination_kind(d.dst)?;
         if d.l4 == L4::NonFirstFragment {
             return Ok(());
@@ -154,7 +197,17 @@ impl Filter {
                 let ack = weft_packet::tcp::flags::ACK;
                 flags & (syn | ack) != syn || port_match(rules, d, dst_port)
             }
-            L4::Ports { dst_port, .. } => port_match(rules, d, dst_port),
+            L4::Ports { src_port, dst_port } => {
+                let reply = FlowKey {
+                    remote: addr16(d.src),
+                    local: addr16(d.dst),
+                    remote_port: src_port,
+                    local_port: dst_port,
+                    proto: d.protocol,
+                    pad: [0; 3],
+                };
+                flows.is_some_and(|f| f.touch(&reply)) || port_match(rules, d, dst_port)
+            }
             L4::Tsmp => true,
             L4::Other | L4::NonFirstFragment => rules.iter().any(|r| {
                 r.protocols.contains(d.protocol)

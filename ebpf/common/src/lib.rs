@@ -192,6 +192,34 @@ pub mod tc_counter {
     pub const COUNT: u32 = 11;
 }
 
+/// Capacity of the tc programs' reverse-flow map (`weft_flows`, an LRU hash). Larger than the
+/// userspace table's 512 (`weft_filter::FLOW_TABLE_CAPACITY`) because the kernel's LRU evicts
+/// approximately (per-CPU free lists may evict before the map is full): four times the size
+/// keeps at least the 512 most recent flows on any CPU count the data plane runs on.
+pub const FLOW_ENTRIES: u32 = 2048;
+
+/// Key of the reverse-flow map, as an inbound reply carries it: `remote` is the peer side
+/// (the reply's source, the outbound packet's destination), `local` this node's side.
+/// Addresses are 16 bytes, an IPv4 address written IPv4-mapped (`::ffff:a.b.c.d`) as the
+/// official client's flow tuple does; ports in host byte order. The userspace table
+/// (`weft_filter::FlowTable`) uses this very layout.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct FlowKey {
+    /// The remote address.
+    pub remote: [u8; 16],
+    /// This node's address.
+    pub local: [u8; 16],
+    /// The remote port.
+    pub remote_port: u16,
+    /// This node's port.
+    pub local_port: u16,
+    /// IP protocol: UDP (17) or SCTP (132).
+    pub proto: u8,
+    /// Zero.
+    pub pad: [u8; 3],
+}
+
 /// The XDP program's configuration (array index 0).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -263,6 +291,7 @@ pub const C_DEFINES: &[(&str, u64)] = &[
     ("WEFT_FAMILY_V4", FAMILY_V4 as u64),
     ("WEFT_FAMILY_V6", FAMILY_V6 as u64),
     ("WEFT_KEY_HEADER_BITS", KEY_HEADER_BITS as u64),
+    ("WEFT_FLOW_ENTRIES", FLOW_ENTRIES as u64),
     ("WEFT_TC_PASS", tc_counter::PASS as u64),
     ("WEFT_TC_DROP_TOO_SHORT", tc_counter::DROP_TOO_SHORT as u64),
     (
@@ -322,6 +351,10 @@ const _: () = {
     assert!(size_of::<RateLimitKey>() == 24);
     assert!(offset_of!(RateLimitKey, addr) == 8);
     assert!(size_of::<RateLimitEntry>() == 16);
+    assert!(size_of::<FlowKey>() == 40);
+    assert!(offset_of!(FlowKey, local) == 16);
+    assert!(offset_of!(FlowKey, remote_port) == 32);
+    assert!(offset_of!(FlowKey, proto) == 36);
 };
 
 #[cfg(test)]

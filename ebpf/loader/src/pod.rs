@@ -1,7 +1,7 @@
 //! `aya::Pod` wrappers for the `weft-ebpf-common` layouts (the trait is aya's and the types are
 //! that crate's, so the impls need local newtypes).
 
-use weft_ebpf_common::{Local, LpmKeyData, Slot, SlotBits, TcConfig, XdpConfig};
+use weft_ebpf_common::{FlowKey, Local, LpmKeyData, Slot, SlotBits, TcConfig, XdpConfig};
 
 macro_rules! pod {
     ($($name:ident($inner:ty)),* $(,)?) => {$(
@@ -22,4 +22,5 @@ pod!(
     PodLocal(Local),
     PodTcConfig(TcConfig),
     PodXdpConfig(XdpConfig),
+    PodFlowKey(FlowKey),
 );

@@ -1,20 +1,23 @@
-//! The tc packet filter: load, attach, install rule generations, counters, test runs.
+//! The tc packet filter: load, attach (ingress filter and egress flow recorder), install rule
+//! generations, counters, the reverse-flow map, test runs.
 
 use std::os::fd::{AsFd, OwnedFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, HashMap, MapData};
 use aya::programs::tc::{self, SchedClassifier, TcAttachType};
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
 use weft_ebpf_common::{
     tc_counter, Local, LpmKeyData, TcConfig, TcTables, LPM_ENTRIES_PER_GEN, SLOTS,
 };
 
-use crate::pod::{PodBits, PodKey, PodLocal, PodSlot, PodTcConfig};
+use crate::pod::{PodBits, PodFlowKey, PodKey, PodLocal, PodSlot, PodTcConfig};
 use crate::{if_name, run_program, sum_counters, Error};
 
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/acl_tc.o"));
 const PROGRAM: &str = "weft_acl";
+/// The egress program that records outbound UDP/SCTP flows.
+const PROGRAM_OUT: &str = "weft_acl_out";
 
 /// The tc program's counters, summed over CPUs: passes, and drops by reason (the reasons of
 /// `weft-filter`'s `DropReason`, indexed by [`tc_counter`]).
@@ -85,11 +88,13 @@ impl TcFilter {
         let mut ebpf = EbpfLoader::new()
             .override_global("weft_l2_offset", &l2_offset, true)
             .load(OBJECT)?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(PROGRAM)
-            .ok_or(Error::Missing("tc program"))?
-            .try_into()?;
-        prog.load()?;
+        for name in [PROGRAM, PROGRAM_OUT] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or(Error::Missing("tc program"))?
+                .try_into()?;
+            prog.load()?;
+        }
         Ok(Self {
             ebpf,
             active: 0,
@@ -98,8 +103,10 @@ impl TcFilter {
         })
     }
 
-    /// Attaches the program to the ingress of interface `ifindex` (tcx where the kernel has it,
-    /// otherwise a clsact qdisc, added if missing). It stays attached while `self` lives.
+    /// Attaches the filter to the ingress of interface `ifindex` and the flow recorder to its
+    /// egress (tcx where the kernel has it, otherwise a clsact qdisc, added if missing). The
+    /// recorder goes first, so that no reply can arrive before its flow could be recorded.
+    /// Both stay attached while `self` lives.
     ///
     /// # Errors
     /// [`Error::NoInterface`] or [`Error::Program`].
@@ -107,12 +114,17 @@ impl TcFilter {
         let name = if_name(ifindex)?;
         // An existing clsact qdisc is fine; tcx needs none at all.
         let _ = tc::qdisc_add_clsact(&name);
-        let prog: &mut SchedClassifier = self
-            .ebpf
-            .program_mut(PROGRAM)
-            .ok_or(Error::Missing("tc program"))?
-            .try_into()?;
-        prog.attach(&name, TcAttachType::Ingress)?;
+        for (program, direction) in [
+            (PROGRAM_OUT, TcAttachType::Egress),
+            (PROGRAM, TcAttachType::Ingress),
+        ] {
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(program)
+                .ok_or(Error::Missing("tc program"))?
+                .try_into()?;
+            prog.attach(&name, direction)?;
+        }
         Ok(())
     }
 
@@ -244,6 +256,55 @@ impl TcFilter {
     /// [`Error::TestPacketSize`] or [`Error::Syscall`].
     pub fn test_run(&self, frame: &[u8]) -> Result<u32, Error> {
         run_program(self.prog()?.fd()?.as_fd(), frame, 1).map(|(ret, _)| ret)
+    }
+
+    /// Runs the egress program (the flow recorder) once on `frame`, an outbound packet with the
+    /// load-time L2 offset, and returns its return value (always 0: pass).
+    ///
+    /// # Errors
+    /// As [`test_run`](Self::test_run).
+    pub fn test_run_egress(&self, frame: &[u8]) -> Result<u32, Error> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROGRAM_OUT)
+            .ok_or(Error::Missing("tc program"))?
+            .try_into()?;
+        run_program(prog.fd()?.as_fd(), frame, 1).map(|(ret, _)| ret)
+    }
+
+    /// The flows the reverse-flow map holds (counted by walking its keys).
+    ///
+    /// # Errors
+    /// [`Error::Map`] or [`Error::Missing`].
+    pub fn flow_count(&self) -> Result<usize, Error> {
+        let map = self
+            .ebpf
+            .map("weft_flows")
+            .ok_or(Error::Missing("weft_flows"))?;
+        let flows: HashMap<&MapData, PodFlowKey, u32> = HashMap::try_from(map)?;
+        let mut n = 0;
+        for key in flows.keys() {
+            key?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Forgets every recorded flow (for tests that need a fresh cache).
+    ///
+    /// # Errors
+    /// [`Error::Map`] or [`Error::Missing`].
+    pub fn clear_flows(&mut self) -> Result<(), Error> {
+        let map = self
+            .ebpf
+            .map_mut("weft_flows")
+            .ok_or(Error::Missing("weft_flows"))?;
+        let mut flows: HashMap<&mut MapData, PodFlowKey, u32> = HashMap::try_from(map)?;
+        let keys: Vec<PodFlowKey> = flows.keys().collect::<Result<_, _>>()?;
+        for k in &keys {
+            remove(flows.remove(k))?;
+        }
+        Ok(())
     }
 
     /// Runs the program `repeat` times on `frame` and returns the kernel's mean time per run in

@@ -8,6 +8,7 @@
     clippy::indexing_slicing
 )]
 
+pub mod flows;
 pub mod strategies;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

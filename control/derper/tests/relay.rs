@@ -323,3 +323,95 @@ async fn certificate_reload_serves_the_new_certificate() {
     assert!(d.reload_certs().is_err());
     assert_eq!(d.cert_pin().unwrap(), second);
 }
+
+#[tokio::test]
+async fn a_client_that_never_reads_stalls_nobody_else() {
+    let (d, _dir) = start(TlsMode::PlainHttp, None).await;
+    let mut a = DerpConn::connect(d.local_addr(), None, key(11), None)
+        .await
+        .unwrap();
+    let mut b = DerpConn::connect(d.local_addr(), None, key(12), None)
+        .await
+        .unwrap();
+    // The slow one: admitted, then never read again.
+    let mut slow = DerpConn::connect(d.local_addr(), None, key(13), None)
+        .await
+        .unwrap();
+    a.admitted().await.unwrap();
+    b.admitted().await.unwrap();
+    slow.admitted().await.unwrap();
+
+    // 16 MB at the slow client (more than loopback socket buffers hold), a packet for B after
+    // every 100; B must get all of them while the slow one is stuck.
+    let big = vec![0x5au8; 1300];
+    let mut to_b = 0u32;
+    for i in 0..12_000u32 {
+        a.send(key(13).public_key(), &big).await;
+        if i % 100 == 0 {
+            a.send(key(12).public_key(), &i.to_be_bytes()).await;
+            to_b += 1;
+        }
+    }
+    // A last one for B: when it arrives, every packet before it was handled.
+    a.send(key(12).public_key(), b"last").await;
+    to_b += 1;
+    let mut got = 0u32;
+    while got < to_b {
+        let ev = b
+            .wait_for(|e| matches!(e, ClientEvent::Packet { .. }))
+            .await
+            .unwrap();
+        assert!(matches!(ev, ClientEvent::Packet { src, .. } if src == key(11).public_key()));
+        got += 1;
+    }
+    let m = d.metrics();
+    let head_drops = metric(
+        &m,
+        "derp_packets_dropped_total{reason=\"queue_head\",kind=\"other\"}",
+    )
+    .unwrap();
+    assert!(
+        head_drops > 0,
+        "the slow client's queue never overflowed:\n{m}"
+    );
+    assert_eq!(
+        metric(&m, "derp_packets_received_total"),
+        Some(12_000 + 121)
+    );
+    drop(slow);
+}
+
+#[tokio::test]
+async fn a_hostile_frame_length_drops_only_that_client() {
+    let (d, _dir) = start(TlsMode::PlainHttp, None).await;
+    let mut a = DerpConn::connect(d.local_addr(), None, key(14), None)
+        .await
+        .unwrap();
+    let mut b = DerpConn::connect(d.local_addr(), None, key(15), None)
+        .await
+        .unwrap();
+    let mut bad = DerpConn::connect(d.local_addr(), None, key(16), None)
+        .await
+        .unwrap();
+    a.admitted().await.unwrap();
+    b.admitted().await.unwrap();
+    bad.admitted().await.unwrap();
+    // A SendPacket header announcing 4 GiB.
+    bad.stream
+        .write_all(&[0x04, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert!(
+        bad.next_event().await.is_err(),
+        "the hostile client was not dropped"
+    );
+    a.send(key(15).public_key(), b"still here").await;
+    let ev = b
+        .wait_for(|e| matches!(e, ClientEvent::Packet { .. }))
+        .await
+        .unwrap();
+    assert!(matches!(ev, ClientEvent::Packet { packet, .. } if packet == b"still here"));
+    let m = d.metrics();
+    assert_eq!(metric(&m, "derper_input_errors_total"), Some(1));
+    assert_eq!(metric(&m, "derp_current_connections"), Some(2));
+}

@@ -350,6 +350,7 @@ impl Engine {
                     device,
                     routes: AllowedIps::new(),
                     filter: None,
+                    flows: weft_filter::FlowTable::new(),
                 }),
                 socket: Mutex::new(socket),
                 waker,

@@ -19,7 +19,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use weft_filter::{Filter, Verdict};
+use weft_filter::{Filter, FlowTable, Verdict};
 use weft_packet::{Coalesced, GroTable, SuperPacket, VirtioNetHdr, VNET_HDR_LEN};
 use weft_sys::{RecvBatch, SysError, Transmit, WriteOutcome};
 use weft_wg::demux::{classify, PacketKind};
@@ -127,13 +127,15 @@ impl TxPath {
         }
     }
 
-    /// Splits, encrypts and sends the frame of `len` bytes just read.
+    /// Splits, encrypts and sends the frame of `len` bytes just read. With a packet filter
+    /// (`flows`), its UDP or SCTP flow is recorded for the replies.
     pub(crate) fn send_frame(
         &mut self,
         device: &mut Device,
         now: Instant,
         len: usize,
         io: &mut impl ShardIo,
+        flows: Option<(&Filter, &mut FlowTable)>,
     ) {
         let Self {
             frame,
@@ -143,17 +145,19 @@ impl TxPath {
             stats,
         } = self;
         if let Some(frame) = frame.get(..len) {
-            send(frame, out, *vnet, *mtu, stats, device, now, io);
+            send(frame, out, *vnet, *mtu, stats, device, now, io, flows);
         }
     }
 
-    /// Splits, encrypts and sends `frame`, which another shard read.
+    /// Splits, encrypts and sends `frame`, which another shard read (this shard owns the peer,
+    /// so it receives the replies: it records the flow).
     pub(crate) fn send_foreign_frame(
         &mut self,
         device: &mut Device,
         now: Instant,
         frame: &[u8],
         io: &mut impl ShardIo,
+        flows: Option<(&Filter, &mut FlowTable)>,
     ) {
         send(
             frame,
@@ -164,13 +168,16 @@ impl TxPath {
             device,
             now,
             io,
+            flows,
         );
     }
 }
 
 /// Splits `frame` into segments written straight into `out` at their messages' places,
 /// encrypts them in place, and sends each run of equal-sized messages to one endpoint with
-/// one GSO send.
+/// one GSO send. With `flows`, the first segment's UDP or SCTP flow is recorded: every
+/// segment of a USO super-packet has the same addresses and ports, so once per frame is
+/// enough.
 #[allow(clippy::too_many_arguments)]
 fn send(
     frame: &[u8],
@@ -181,6 +188,7 @@ fn send(
     device: &mut Device,
     now: Instant,
     io: &mut impl ShardIo,
+    mut flows: Option<(&Filter, &mut FlowTable)>,
 ) {
     stats.tun_frames += 1;
     let parsed = if vnet {
@@ -215,6 +223,9 @@ fn send(
         if sp.write_segment(i, body).is_err() {
             stats.tx_bad_frames += 1;
             break;
+        }
+        if let Some((filter, table)) = flows.take() {
+            filter.check_outbound(body.get(..seg_len).unwrap_or_default(), table);
         }
         stats.tx_segments += 1;
         let Encapsulated::Send {
@@ -352,8 +363,9 @@ impl RxPath {
         now: Instant,
         io: &mut impl ShardIo,
         hook: &mut dyn ControlHook,
-        filter: Option<&Filter>,
+        filter: Option<(&Filter, &mut FlowTable)>,
     ) -> Result<usize, SysError> {
+        let mut filter = filter;
         let n = match io.udp_recv(&mut self.batch) {
             Ok(n) => n,
             Err(e) => {
@@ -392,9 +404,9 @@ impl RxPath {
                 if let Decapsulated::Packet { start, len, .. } =
                     device.decapsulate(now, Endpoint::Udp(from), datagram)
                 {
-                    if let Some(filter) = filter {
+                    if let Some((filter, flows)) = filter.as_mut() {
                         let packet = datagram.get(start..start + len).unwrap_or_default();
-                        if let Verdict::Drop(reason) = filter.check_inbound(packet) {
+                        if let Verdict::Drop(reason) = filter.check_inbound_with(packet, flows) {
                             self.stats.rx_filtered += 1;
                             tracing::trace!(%reason, "packet filter dropped a packet");
                             continue;

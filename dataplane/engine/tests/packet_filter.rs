@@ -1,6 +1,7 @@
 //! The tailnet packet filter in the shard loop: what it denies never reaches the TUN and is
 //! counted, what it allows is delivered whole (GRO still rebuilds super-packets), and a new
-//! filter takes effect from the next batch, with no batch judged by none.
+//! filter takes effect from the next batch, with no batch judged by none; replies to UDP flows
+//! this node sent are accepted without a rule (the reverse-flow cache), unsolicited UDP is not.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -118,4 +119,71 @@ fn a_new_filter_applies_from_the_next_batch() {
         }
         (delivered, dropped) = (written, filtered);
     }
+}
+
+/// B's filter allows nothing from A on UDP. B sends a 4-segment USO super-packet to A
+/// (10.0.0.2:4433 → 10.0.0.1:40000, recorded once); A's "replies" (10.0.0.1:40000 →
+/// 10.0.0.2:4433) are then delivered, and they were dropped before B sent anything. A
+/// datagram from another source port stays unsolicited.
+#[test]
+fn replies_to_flows_b_sent_pass_without_a_rule() {
+    let reply = Spec::udp4().super_frame(MSS, &vec![0x66; usize::from(MSS) * 2]);
+    let mut query = Spec::udp4();
+    std::mem::swap(&mut query.src, &mut query.dst);
+    std::mem::swap(&mut query.src_port, &mut query.dst_port);
+    let query = query.super_frame(MSS, &vec![0x77; usize::from(MSS) * 4]);
+    let mut p = ShardPair::new(Instant::now(), MTU, reply, query).unwrap();
+    // Allows TCP to 22 only: no UDP rule at all.
+    p.set_filters(None, Some(b_filter(6, 22, 22)));
+
+    // Unsolicited: dropped, both segments of each frame.
+    p.feed(3, 0);
+    p.run(1000).unwrap();
+    assert_eq!(p.counts().1.written_frames, 0);
+    assert_eq!(p.filtered().1, 3 * 2);
+    assert_eq!(p.flows(), (0, 0));
+
+    // B sends its query: one flow recorded for the whole super-packet (A has no filter, so
+    // records nothing).
+    p.feed(0, 2);
+    p.run(1000).unwrap();
+    assert_eq!(p.flows(), (0, 1));
+    assert!(p.counts().0.written_frames > 0, "the query reached A");
+
+    // The replies pass now (GRO may merge them into fewer frames).
+    p.feed(3, 0);
+    p.run(1000).unwrap();
+    assert_eq!(p.filtered().1, 3 * 2, "no reply dropped");
+    let delivered = p.counts().1.written_frames;
+    assert!(delivered >= 1, "replies delivered");
+
+    // The flow survives a filter change (the cache is kept apart from the rules).
+    p.set_filters(None, Some(b_filter(6, 23, 23)));
+    p.feed(1, 0);
+    p.run(1000).unwrap();
+    assert_eq!(p.counts().1.written_frames, delivered + 1);
+    assert_eq!(p.filtered().1, 3 * 2);
+}
+
+/// The same query and replies, but the replies come from another port of A: not a reply.
+#[test]
+fn datagrams_from_another_port_are_still_unsolicited() {
+    let other = Spec {
+        src_port: 40001,
+        ..Spec::udp4()
+    }
+    .super_frame(MSS, &[0x66; 100]);
+    let mut query = Spec::udp4();
+    std::mem::swap(&mut query.src, &mut query.dst);
+    std::mem::swap(&mut query.src_port, &mut query.dst_port);
+    let query = query.super_frame(MSS, &[0x77; 100]);
+    let mut p = ShardPair::new(Instant::now(), MTU, other, query).unwrap();
+    p.set_filters(None, Some(b_filter(6, 22, 22)));
+    p.feed(0, 1);
+    p.run(1000).unwrap();
+    assert_eq!(p.flows(), (0, 1));
+    p.feed(5, 0);
+    p.run(1000).unwrap();
+    assert_eq!(p.counts().1.written_frames, 0);
+    assert_eq!(p.filtered().1, 5);
 }

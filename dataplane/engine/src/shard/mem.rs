@@ -228,6 +228,7 @@ impl ShardPair {
                     device,
                     routes: AllowedIps::new(),
                     filter: None,
+                    flows: weft_filter::FlowTable::new(),
                 },
                 io: MemIo {
                     addr,
@@ -305,6 +306,11 @@ impl ShardPair {
     pub fn set_filters(&mut self, a: Option<weft_filter::Filter>, b: Option<weft_filter::Filter>) {
         self.a.state.filter = a.map(std::sync::Arc::new);
         self.b.state.filter = b.map(std::sync::Arc::new);
+    }
+
+    /// Flows in the reverse-flow caches of A and B.
+    pub fn flows(&self) -> (usize, usize) {
+        (self.a.state.flows.len(), self.b.state.flows.len())
     }
 
     /// Decrypted packets the packet filters of A and B dropped.

@@ -154,6 +154,11 @@ pub(crate) struct ShardState {
     /// The tailnet packet filter applied to decrypted packets before they reach the TUN;
     /// `None`: everything the peers' allowed IPs admit is delivered (plain WireGuard).
     pub(crate) filter: Option<std::sync::Arc<weft_filter::Filter>>,
+    /// The reverse-flow cache of the filter: UDP/SCTP flows this shard sent (it owns their
+    /// peers, so it also receives the replies), whose replies the filter accepts without a
+    /// rule. Recorded only while a filter is installed; kept across filter changes, as the
+    /// official client shares it between filters. Allocated once.
+    pub(crate) flows: weft_filter::FlowTable,
 }
 
 /// The per-shard state that is not the core: packet buffers, the control hook, the rings to
@@ -250,13 +255,15 @@ impl Shard {
             device,
             routes,
             filter,
+            flows,
         } = state;
         // Frames other shards read for this shard's peers first: when the TUN driver moves a
         // flow to this shard's queue, its older frames are still in a ring.
         if let Some(links) = self.links.as_mut() {
             let tx = &mut self.tx;
             links.drain(HANDOFF_BATCH, |frame| {
-                tx.send_foreign_frame(device, now, frame, io);
+                let record = filter.as_deref().map(|f| (f, &mut *flows));
+                tx.send_foreign_frame(device, now, frame, io, record);
             });
         }
         if ready.tun {
@@ -273,7 +280,8 @@ impl Shard {
                         continue;
                     }
                 }
-                self.tx.send_frame(device, now, n, io);
+                let record = filter.as_deref().map(|f| (f, &mut *flows));
+                self.tx.send_frame(device, now, n, io, record);
             }
         }
         if let Some(links) = self.links.as_mut() {
@@ -281,11 +289,8 @@ impl Shard {
         }
         if ready.udp {
             for _ in 0..UDP_BATCHES {
-                if self
-                    .rx
-                    .receive(device, now, io, &mut *self.hook, filter.as_deref())?
-                    == 0
-                {
+                let check = filter.as_deref().map(|f| (f, &mut *flows));
+                if self.rx.receive(device, now, io, &mut *self.hook, check)? == 0 {
                     break;
                 }
             }

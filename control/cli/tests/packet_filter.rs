@@ -1,8 +1,10 @@
 //! The tailnet packet filter on live tunnel traffic (`weft-wg --packet-filter FILE`, re-read
 //! on SIGHUP), in network namespaces, on both enforcement paths — the eBPF tc program on the
 //! TUN and the userspace matcher (`--no-ebpf`): allowed flows are delivered, denied ones are
-//! not and are counted, a subnet router does not forward what is denied, and many filter swaps
-//! under an always-allowed and an always-denied flow misclassify nothing.
+//! not and are counted, a subnet router does not forward what is denied, many filter swaps
+//! under an always-allowed and an always-denied flow misclassify nothing, and the answer to a
+//! UDP query B sends passes without a rule (the reverse-flow cache) while an unsolicited
+//! datagram to the same port does not.
 //!
 //! Needs root, `ip`, `wg`, `socat`, `ping` and `python3`. Tests are named `netns_*` and run one
 //! at a time.
@@ -402,4 +404,140 @@ fn subnet_router(path: Enforce) {
         Ok(())
     })
     .unwrap();
+}
+
+/// A's UDP echo server (on A's tunnel address) and the port B queries from.
+const ECHO_PORT: u16 = 7007;
+const QUERY_PORT: u16 = 6100;
+
+/// Echoes every datagram back to its sender.
+const ECHO: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+"#;
+
+/// From B's tunnel address and QUERY_PORT: sends a query to the echo server and waits for the
+/// answer (`reply` or `timeout`), then counts what else arrives in the next `argv[5]` seconds
+/// and prints `extra N`.
+const QUERY: &str = r#"
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.settimeout(3)
+s.sendto(b"query", (sys.argv[3], int(sys.argv[4])))
+try:
+    data, peer = s.recvfrom(2048)
+    print("reply" if data == b"query" else "wrong", flush=True)
+except socket.timeout:
+    print("timeout", flush=True)
+extra = 0
+end = time.time() + float(sys.argv[5])
+while time.time() < end:
+    s.settimeout(max(0.01, end - time.time()))
+    try:
+        s.recvfrom(2048); extra += 1
+    except socket.timeout:
+        pass
+print("extra", extra, flush=True)
+"#;
+
+/// Sends one datagram from `argv[1]:argv[2]` to `argv[3]:argv[4]`.
+const UNSOLICITED: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.sendto(b"unsolicited", (sys.argv[3], int(sys.argv[4])))
+"#;
+
+/// B's filter allows nothing from A on UDP. B queries A's UDP echo server and gets the answer
+/// (a reply to B's own flow, accepted without a rule: the reverse-flow cache); a datagram A
+/// then sends to the same port of B from another port is unsolicited and dropped (counted).
+#[test]
+fn netns_filter_ebpf_udp_replies_pass_unsolicited_datagrams_do_not() {
+    udp_replies(Enforce::Kernel);
+}
+
+#[test]
+fn netns_filter_userspace_udp_replies_pass_unsolicited_datagrams_do_not() {
+    udp_replies(Enforce::Userspace);
+}
+
+fn udp_replies(path: Enforce) {
+    let _serial = serial();
+    let dir = TempDir::new("filter").unwrap();
+    let (mut pair, file) = start_pair(dir.path(), path).unwrap();
+    pair.run(|pair| {
+        let a = pair.a.tunnel(Family::V4);
+        let b = pair.b.tunnel(Family::V4);
+        let tcp_only = format!(
+            r#"{{"LocalNets": ["{b}/32"], "PacketFilter": [{{"SrcIPs": ["{a}"],
+                "DstPorts": [{{"IP": "{b}", "Ports": {{"First": 20000, "Last": 39999}}}}],
+                "IPProto": [6]}}]}}"#
+        );
+        std::fs::write(&file, tcp_only)?;
+        reload(pair, 2)?;
+        let (a_str, b_str) = (a.to_string(), b.to_string());
+        let echo = pair.a.ns.spawn(
+            "udp echo",
+            &["python3", "-c", ECHO, &a_str, &ECHO_PORT.to_string()],
+        )?;
+        wait_until(
+            "the echo server to bind",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || Ok(echo.log().contains("ready")),
+        )?;
+        let mut query = pair.b.ns.spawn(
+            "udp query",
+            &[
+                "python3",
+                "-c",
+                QUERY,
+                &b_str,
+                &QUERY_PORT.to_string(),
+                &a_str,
+                &ECHO_PORT.to_string(),
+                "3",
+            ],
+        )?;
+        wait_until(
+            "the query to be answered",
+            Duration::from_secs(10),
+            Duration::from_millis(20),
+            || Ok(query.log().contains("reply") || query.log().contains("timeout")),
+        )?;
+        ensure!(
+            query.log().contains("reply"),
+            "B's query was not answered ({path:?}): {}",
+            query.log()
+        );
+        // From another port of A to B's query port: not a reply.
+        pair.a.ns.run(&[
+            "python3",
+            "-c",
+            UNSOLICITED,
+            &a_str,
+            &(ECHO_PORT + 1).to_string(),
+            &b_str,
+            &QUERY_PORT.to_string(),
+        ])?;
+        let done = query.wait_timeout(Duration::from_secs(15))?;
+        ensure!(done.success(), "query failed: {}", query.log_tail(10));
+        ensure!(
+            query.log().contains("extra 0"),
+            "the unsolicited datagram was delivered ({path:?}): {}",
+            query.log()
+        );
+        drop(echo);
+        Ok(())
+    })
+    .unwrap();
+    pair.b.daemon.stop().unwrap();
+    let total = dropped(&pair.b.daemon.log(), path).unwrap();
+    assert_eq!(total, 1, "packets the filter dropped at B ({path:?})");
 }

@@ -58,7 +58,12 @@ pub(crate) async fn accept_loop(
                 }
                 None => {
                     let mut first = [0u8; 1];
-                    if matches!(tcp.peek(&mut first).await, Ok(1) if first[0] == 0x16) {
+                    let peeked =
+                        tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await;
+                    let Ok(peeked) = peeked else {
+                        return; // silent for the whole handshake time
+                    };
+                    if matches!(peeked, Ok(1) if first[0] == 0x16) {
                         // A TLS ClientHello on the plain port: close cleanly.
                         bump(&relay.counters.tls_probes_dropped);
                         return;
@@ -110,6 +115,8 @@ where
         async move { Ok::<_, Infallible>(route(relay, remote, req)) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
         .title_case_headers(true)
         .serve_connection(io, svc)
         .with_upgrades()

@@ -82,9 +82,9 @@ impl FlowTable {
         Self::with_capacity(FLOW_TABLE_CAPACITY)
     }
 
-    /// A table of `capacity` flows (at least 1, at most 2²⁸). All storage is allocated here.
+    /// A table of `capacity` flows (at least 1, at most 2²⁰). All storage is allocated here.
     pub fn with_capacity(capacity: usize) -> Self {
-        let capacity = capacity.clamp(1, 1 << 28);
+        let capacity = capacity.clamp(1, 1 << 20);
         let slots = (capacity * 4).next_power_of_two();
         Self {
             entries: Vec::with_capacity(capacity),

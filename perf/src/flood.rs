@@ -157,3 +157,173 @@ pub(crate) fn run(weft: &Path, runs: u32, duration: Duration) -> Result<()> {
     }
     Ok(())
 }
+
+/// Sends UDP datagrams of 1372 bytes to `addr:port` as fast as it can for `secs` seconds and
+/// prints how many went out.
+const BLAST: &str = r#"
+import socket, sys, time
+addr, port, secs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 22)
+payload = bytes(1372)
+n = 0
+end = time.time() + secs
+while time.time() < end:
+    for _ in range(64):
+        try:
+            s.sendto(payload, (addr, port)); n += 1
+        except OSError:
+            pass
+print(n, flush=True)
+"#;
+
+/// Denied traffic through the tunnel: how fast and at what CPU each enforcement path drops it.
+fn one_denied(weft: &Path, ebpf: bool, duration: Duration) -> Result<Denied> {
+    let file = std::env::temp_dir().join(format!("weft-perf-deny-{}.json", std::process::id()));
+    // Everything is local, and only TCP is allowed: UDP to any port is denied by rule.
+    std::fs::write(
+        &file,
+        r#"{"LocalNets": ["0.0.0.0/0", "::/0"], "PacketFilter": [{"SrcIPs": ["*"],
+            "DstPorts": [{"IP": "*", "Ports": {"First": 0, "Last": 65535}}], "IPProto": [6]}]}"#,
+    )?;
+    let mut args = vec!["--packet-filter".to_owned(), file.display().to_string()];
+    if !ebpf {
+        args.push("--no-ebpf".into());
+    }
+    let b = WgImpl::WeftWithArgs(weft.to_path_buf(), args);
+    let mut pair = PairBuilder::new(WgImpl::Weft(weft.to_path_buf()), b).build()?;
+    pair.handshake()?;
+    let hz = clock_ticks_per_second()? as f64;
+    let daemon_pid = pair.b.daemon.pid();
+    let host0 = HostCpu::read()?;
+    let daemon0 = ProcStat::read(daemon_pid)?.ticks();
+    let secs = duration.as_secs_f64().to_string();
+    let dst = pair.b.tunnel_v4.to_string();
+    let mut gen = pair
+        .a
+        .ns
+        .spawn("udp blast", &["python3", "-c", BLAST, &dst, "9", &secs])?;
+    std::thread::sleep(duration.saturating_sub(Duration::from_millis(200)));
+    let gen_ticks = ProcStat::read(gen.pid()).map(|s| s.ticks()).unwrap_or(0);
+    let host1 = HostCpu::read()?;
+    let daemon1 = ProcStat::read(daemon_pid)?.ticks();
+    gen.wait_timeout(Duration::from_secs(10))?;
+    let sent: u64 = gen
+        .log()
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("0")
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    pair.b.daemon.stop()?;
+    let log = pair.b.daemon.log();
+    let dropped = if ebpf {
+        let line = log
+            .lines()
+            .find(|l| l.contains("eBPF packet filter counters"))
+            .context("no eBPF counters in weft's log")?;
+        field(line, "dropped=")?
+    } else {
+        log.lines()
+            .filter(|l| l.contains("shard stopped"))
+            .map(|l| field(l.split(" rx=").nth(1).unwrap_or_default(), "rx_filtered: "))
+            .sum::<Result<u64>>()?
+    };
+    let received = log
+        .lines()
+        .filter(|l| l.contains("shard stopped"))
+        .map(|l| field(l.split(" rx=").nth(1).unwrap_or_default(), "rx_datagrams: "))
+        .sum::<Result<u64>>()?;
+    let _ = std::fs::remove_file(&file);
+    let busy = host1
+        .busy
+        .saturating_sub(host0.busy)
+        .saturating_sub(gen_ticks);
+    Ok(Denied {
+        sent,
+        received,
+        dropped,
+        host_cpu_s: busy as f64 / hz,
+        weft_cpu_s: daemon1.saturating_sub(daemon0) as f64 / hz,
+    })
+}
+
+fn field(text: &str, name: &str) -> Result<u64> {
+    let rest = text
+        .split(name)
+        .nth(1)
+        .with_context(|| format!("no {name} in {text}"))?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    Ok(digits.parse()?)
+}
+
+/// One denied-traffic measurement.
+#[derive(Debug, Clone, Copy)]
+struct Denied {
+    /// Datagrams the sender handed to A's stack.
+    sent: u64,
+    /// Datagrams B's weft received and decrypted (the work both paths do).
+    received: u64,
+    /// The filter's drop counter: datagrams in userspace, TUN writes (GRO super-packets, up to
+    /// 64 datagrams each) on the tc path.
+    dropped: u64,
+    host_cpu_s: f64,
+    weft_cpu_s: f64,
+}
+
+/// Runs `runs` rounds of (tc program, userspace matcher) against denied UDP and prints medians.
+pub(crate) fn run_denied(weft: &Path, runs: u32, duration: Duration) -> Result<()> {
+    let mut tc: Vec<Denied> = Vec::new();
+    let mut user: Vec<Denied> = Vec::new();
+    for r in 1..=runs {
+        for ebpf in [true, false] {
+            let name = if ebpf { "tc" } else { "userspace" };
+            let s = one_denied(weft, ebpf, duration).with_context(|| format!("run {r}, {name}"))?;
+            eprintln!(
+                "[run {r}] {name:9}: {} sent, {} received by B, filter drop counter {}, host CPU {:.2} s, weft {:.2} s",
+                s.sent, s.received, s.dropped, s.host_cpu_s, s.weft_cpu_s
+            );
+            if ebpf {
+                tc.push(s)
+            } else {
+                user.push(s)
+            }
+        }
+    }
+    let secs = duration.as_secs_f64();
+    println!(
+        "Denied UDP through the tunnel for {duration:?} (median of {runs}): datagrams B received and \
+         the filter dropped per second, host CPU-s (minus the sender) and weft CPU-s per million"
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>12}",
+        "path", "dropped/s", "host s/M", "weft s/M"
+    );
+    for (name, v) in [("tc", &tc), ("userspace", &user)] {
+        let per = |cpu: f64, n: u64| cpu / (n.max(1) as f64) * 1e6;
+        let rate = median(
+            &v.iter()
+                .map(|s| s.received as f64 / secs)
+                .collect::<Vec<_>>(),
+        );
+        let host = median(
+            &v.iter()
+                .map(|s| per(s.host_cpu_s, s.received))
+                .collect::<Vec<_>>(),
+        );
+        let weft = median(
+            &v.iter()
+                .map(|s| per(s.weft_cpu_s, s.received))
+                .collect::<Vec<_>>(),
+        );
+        println!(
+            "{name:<10} {:>12.0} {:>12.2} {:>12.2}",
+            rate.unwrap_or(0.0),
+            host.unwrap_or(0.0),
+            weft.unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}

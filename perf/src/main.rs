@@ -51,6 +51,9 @@ enum Cmd {
     /// What a handshake flood costs the receiving host with and without weft's XDP program.
     /// Needs root.
     Flood(FloodArgs),
+    /// How fast, and at what CPU, the packet filter's two paths (eBPF tc, userspace) drop
+    /// denied traffic that arrives through the tunnel. Needs root.
+    Denied(FloodArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -97,6 +100,12 @@ fn main() -> Result<ExitCode> {
             check_prerequisites(&[PairKind::Go])?;
             let weft = weft_binary(args.weft)?;
             flood::run(&weft, args.runs, Duration::from_secs(args.duration))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Denied(args) => {
+            check_prerequisites(&[])?;
+            let weft = weft_binary(args.weft)?;
+            flood::run_denied(&weft, args.runs, Duration::from_secs(args.duration))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -5,14 +5,17 @@
 //! Tailscale refuses a policy with a key it does not know (Headscale's parser, which follows
 //! it, rejects unknown members too), so a typo such as `"acl"` for `"acls"` is an error with
 //! its line rather than a silently ignored section. Keys of Tailscale sections weft does not
-//! implement yet (`grants`, `ssh`, `sshTests`, `nodeAttrs`, `postures`, `ipsets`, …) are
-//! accepted, ignored, and listed in [`Policy::ignored_sections`] so the server can warn; since
-//! everything not allowed is denied, ignoring `grants` can only deny more, never allow more.
+//! implement yet (`ssh`, `sshTests`, `nodeAttrs`, `postures`, `ipsets`, …) are accepted,
+//! ignored, and listed in [`Policy::ignored_sections`] so the server can warn. `grants` is
+//! different: it grants access, so a policy whose `grants` weft would ignore is refused with
+//! its line (an empty `grants` list is accepted).
 //!
 //! # No `acls` at all
-//! A policy without an `acls` key allows everything (Headscale sends `FilterAllowAll` then,
-//! and it is what a Tailscale tailnet does with no rules section); `"acls": []` denies
-//! everything.
+//! A policy with neither an `acls` nor a `grants` key allows everything (Headscale sends
+//! `FilterAllowAll` then, and it is what a Tailscale tailnet does with no rules section);
+//! `"acls": []` denies everything, and so does a policy with only an empty `grants` list.
+//! `"acls": null` is refused: it reads like "no acls" (allow all) to some parsers and like an
+//! empty list to others.
 
 use std::collections::BTreeMap;
 
@@ -37,8 +40,9 @@ struct RawPolicy {
     tag_owners: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     hosts: BTreeMap<String, String>,
-    #[serde(default)]
-    acls: Option<Vec<RawAcl>>,
+    /// Absent (`None`), `null` (`Some(None)`) or a list.
+    #[serde(default, deserialize_with = "present")]
+    acls: Option<Option<Vec<RawAcl>>>,
     #[serde(default, rename = "autoApprovers")]
     auto_approvers: RawAutoApprovers,
     #[serde(default)]
@@ -66,6 +70,16 @@ struct RawPolicy {
     disable_ipv4: Option<Value>,
     #[serde(default, rename = "OneCGNATRoute")]
     one_cgnat_route: Option<Value>,
+}
+
+/// For a field that defaults to `None` when absent: wraps whatever is there (even `null`) in
+/// `Some`, so absent and `null` stay apart.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize)]
@@ -293,10 +307,32 @@ impl Validator<'_> {
             }
             tag_owners.insert(tag.clone(), list);
         }
+        // grants: refused unless empty (see the module doc).
+        let grants_present = match &raw.grants {
+            None => false,
+            Some(Value::Array(g)) if g.is_empty() => true,
+            Some(g) => {
+                return Err(self.err(
+                    &root.key("grants"),
+                    &g.to_string().chars().take(60).collect::<String>(),
+                    Invalid::Placement(
+                        "grants are not supported by weft yet; write these rules as acls",
+                    ),
+                ))
+            }
+        };
         // acls.
         let acls = match &raw.acls {
+            None if grants_present => Some(Vec::new()),
             None => None,
-            Some(list) => Some(
+            Some(None) => {
+                return Err(self.err(
+                    &root.key("acls"),
+                    "null",
+                    Invalid::Placement("acls must be a list (omit the key to allow everything)"),
+                ))
+            }
+            Some(Some(list)) => Some(
                 list.iter()
                     .enumerate()
                     .map(|(i, a)| self.acl(&root.key("acls").index(i), a))
@@ -320,6 +356,7 @@ impl Validator<'_> {
             .map(|(i, t)| self.test(&root.key("tests").index(i), t))
             .collect::<Res<Vec<_>>>()?;
         let ignored = [
+            // Only an empty list gets this far (see above).
             ("grants", raw.grants.is_some()),
             ("ssh", raw.ssh.is_some()),
             ("sshTests", raw.ssh_tests.is_some()),

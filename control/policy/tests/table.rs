@@ -524,3 +524,23 @@ fn auto_approvers() {
     assert!(!p.auto_approves_exit_node(&n(ROUTER)));
     assert!(p.auto_approves_exit_node(&n(EXIT)));
 }
+
+/// A policy that would grant access through `grants` is refused rather than ignored (ignoring
+/// it without `acls` would mean allow-all); an empty `grants` with no `acls` denies all;
+/// `"acls": null` is refused.
+#[test]
+fn grants_and_null_acls_never_mean_allow_all() {
+    let err =
+        weft_policy::Policy::parse(r#"{"grants": [{"src": ["*"], "dst": ["*"], "ip": ["*"]}]}"#)
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("grants are not supported"), "{err}");
+    let err = weft_policy::Policy::parse(r#"{"acls": null}"#)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("acls must be a list"), "{err}");
+    // Empty grants, no acls: deny all (not allow-all).
+    let p = weft_policy::Policy::parse(r#"{"grants": []}"#).unwrap();
+    let allow_all = weft_policy::Policy::parse("{}").unwrap();
+    assert_ne!(format!("{p:?}"), format!("{allow_all:?}"));
+}

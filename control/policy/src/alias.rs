@@ -26,7 +26,7 @@ use crate::error::Invalid;
 pub enum Alias {
     /// `*`: every node (and, as a source, every approved subnet route).
     Any,
-    /// A user login, `alice@example.com` (or `alice@`, which matches any domain).
+    /// A user login, `alice@example.com` (or `alice@`: the user named exactly `alice`).
     User(String),
     /// `group:name`.
     Group(String),

@@ -119,18 +119,11 @@ impl Policy {
     }
 }
 
-/// `alice@example.com` matches that login; `alice@` matches `alice@` followed by any domain
-/// (and the bare login `alice`).
+/// `alice@example.com` matches that login; `alice@` matches the user named exactly `alice`
+/// (a login without a domain), as Headscale resolves it — never `alice` at some other domain,
+/// which in a tailnet of several domains would be someone else.
 pub(crate) fn user_matches(alias: &str, login: &str) -> bool {
-    if alias == login {
-        return true;
-    }
-    match alias.strip_suffix('@') {
-        Some(local) => {
-            login == local || login.strip_prefix(alias).is_some_and(|d| !d.contains('@'))
-        }
-        None => false,
-    }
+    alias == login || alias.strip_suffix('@') == Some(login)
 }
 
 #[cfg(test)]
@@ -141,7 +134,8 @@ mod tests {
     fn user_alias_forms() {
         assert!(user_matches("alice@example.com", "alice@example.com"));
         assert!(!user_matches("alice@example.com", "alice@example.org"));
-        assert!(user_matches("alice@", "alice@example.org"));
+        // `alice@` is the user named `alice`, not alice at any domain.
+        assert!(!user_matches("alice@", "alice@example.org"));
         assert!(user_matches("alice@", "alice"));
         assert!(!user_matches("alice@", "malice@example.org"));
         assert!(!user_matches("alice@", "bob@example.org"));

@@ -81,16 +81,39 @@ static __always_inline int rate_ok(const struct weft_rl_key *key)
 		bpf_map_update_elem(&weft_rl, key, &fresh, BPF_ANY);
 		return 1;
 	}
-	tokens = e->tokens_ns + (now - e->last_ns);
+	/* Another CPU may have stored a later time since `now` was read: then nothing has
+	 * elapsed (an unsigned `now - last` would wrap and refill the bucket). */
+	tokens = e->tokens_ns;
+	if (now > e->last_ns)
+		tokens += now - e->last_ns;
 	if (tokens > RL_MAX)
 		tokens = RL_MAX;
-	e->last_ns = now;
+	if (now > e->last_ns)
+		e->last_ns = now;
 	if (tokens < RL_COST) {
 		e->tokens_ns = tokens;
 		return 0;
 	}
 	e->tokens_ns = tokens - RL_COST;
 	return 1;
+}
+
+/* Whether the initiation at `p` (148 bytes) carries no mac2, i.e. no cookie: under load the
+ * device answers it with a cookie reply only. Those are what this program rate-limits per
+ * source; an initiation with a mac2 goes to userspace, which checks the cookie and then
+ * rate-limits per *proven* source, as the kernel's WireGuard does. Limiting it here would let a
+ * flood spoofing a peer's address drain that peer's bucket and lock it out. */
+static __always_inline int mac2_zero(const __u8 *p, void *end)
+{
+	const __u8 *m = p + 132;
+	__u8 any = 0;
+
+	if ((void *)(m + 16) > end)
+		return 0;
+#pragma unroll
+	for (int i = 0; i < 16; i++)
+		any |= m[i];
+	return any == 0;
 }
 
 /* The counter for one datagram to the listen port: `p` is its payload, `len` the payload
@@ -118,7 +141,7 @@ static __always_inline __u32 classify(struct xdp_md *ctx, const __u8 *p, __u32 l
 	case 1:
 		if (len != 148)
 			return WEFT_XDP_DROP_JUNK;
-		if (under_load && !rate_ok(src))
+		if (under_load && mac2_zero(p, end) && !rate_ok(src))
 			return WEFT_XDP_DROP_RATE_LIMIT;
 		return WEFT_XDP_PASS_WIREGUARD;
 	case 2:

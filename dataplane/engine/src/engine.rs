@@ -151,8 +151,9 @@ struct Shared {
     cells: Vec<ShardCell>,
     /// Told about the listen port and the handshake load (see [`DeviceObserver`]).
     observer: std::sync::OnceLock<Arc<dyn DeviceObserver>>,
-    /// Shards whose partition is under handshake load now.
-    loaded: std::sync::atomic::AtomicUsize,
+    /// Shards whose partition is under handshake load now. A mutex, not an atomic: the
+    /// observer is told under it, so two shards crossing at once cannot tell it out of order.
+    loaded: Mutex<usize>,
     /// Held by the UAPI across a whole request (it also serializes requests).
     sockets: Mutex<SocketGroup>,
     stop: AtomicBool,
@@ -366,7 +367,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             cells,
             observer: std::sync::OnceLock::new(),
-            loaded: std::sync::atomic::AtomicUsize::new(0),
+            loaded: Mutex::new(0),
             sockets: Mutex::new(sockets),
             stop: AtomicBool::new(false),
         });
@@ -539,15 +540,17 @@ fn backend(
 
 /// Counts shards under load and tells the observer when the device as a whole changes.
 fn load_changed(shared: &Shared, loaded: bool) {
-    let before = if loaded {
-        shared.loaded.fetch_add(1, Ordering::SeqCst)
+    let mut count = shared.loaded.lock().unwrap_or_else(PoisonError::into_inner);
+    let before = *count > 0;
+    *count = if loaded {
+        count.saturating_add(1)
     } else {
-        shared.loaded.fetch_sub(1, Ordering::SeqCst)
+        count.saturating_sub(1)
     };
-    let crossed = if loaded { before == 0 } else { before == 1 };
-    if crossed {
+    let now = *count > 0;
+    if before != now {
         if let Some(o) = shared.observer.get() {
-            o.load_changed(loaded);
+            o.load_changed(now);
         }
     }
 }

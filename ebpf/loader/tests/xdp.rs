@@ -304,7 +304,18 @@ fn listen_port_zero_passes_everything() {
 /// Sends `n` initiations from `src` and counts the ones that pass; also returns how long the
 /// burst took (the bucket refills one initiation per 50 ms).
 fn burst(x: &XdpFilter, src: IpAddr, n: usize) -> (usize, Duration) {
-    let frame = udp(src, PORT, &wg(1, 148), None);
+    burst_of(x, src, n, &initiation_without_mac2())
+}
+
+/// An initiation whose mac2 is zero (no cookie): what the rate limit applies to.
+fn initiation_without_mac2() -> Vec<u8> {
+    let mut m = wg(1, 148);
+    m[132..].fill(0);
+    m
+}
+
+fn burst_of(x: &XdpFilter, src: IpAddr, n: usize, payload: &[u8]) -> (usize, Duration) {
+    let frame = udp(src, PORT, payload, None);
     let start = Instant::now();
     let passed = (0..n)
         .filter(|_| {
@@ -348,6 +359,11 @@ fn rate_limits_initiations_per_source_only_under_load() {
     );
     let (passed, took) = burst(&x, v6("2001:db8:0:2::1"), 20);
     assert_burst(passed, took, "another /64");
+    // Initiations with a mac2 (a cookie userspace will check, then rate-limit per proven
+    // source) are never limited here: a flood spoofing a peer's address cannot drain the
+    // bucket its genuine cookie-bearing initiations need.
+    let (passed, _) = burst_of(&x, v4(11), 20, &wg(1, 148));
+    assert_eq!(passed, 20, "initiations with a mac2 pass");
     // Responses and data are not limited.
     for _ in 0..20 {
         assert_eq!(

@@ -89,6 +89,10 @@ pub(crate) fn load(path: &Path) -> Result<Loaded> {
     })
 }
 
+/// How long the tc program stays attached after the userspace matcher took over: far longer
+/// than a packet waits in the kernel's receive backlog.
+const BACKLOG_DRAIN: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Which path enforces the filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Enforcement {
@@ -134,8 +138,13 @@ impl Enforcer {
                 Enforcement::Kernel
             }
             Err(reason) => {
-                // Userspace first, then the program goes (if it was attached): no gap.
+                // Userspace first, then the program goes (if it was attached): no gap. Frames
+                // written unchecked before the switch may still sit in the kernel's receive
+                // backlog behind the program; give them time to pass it before detaching.
                 self.control.set(Some(loaded.filter()));
+                if self.tc.is_some() {
+                    std::thread::sleep(BACKLOG_DRAIN);
+                }
                 if self.tc.take().is_some() {
                     tracing::warn!(
                         interface = self.ifname,

@@ -2,10 +2,11 @@
 //! the HTTP endpoints and the ordinary `/derp` upgrade.
 //!
 //! Endpoints: `/derp` (DERP over an HTTP/1.1 upgrade, `Upgrade: DERP`; fast start when the
-//! client sends `Derp-Fast-Start: 1`), `/derp/probe` and `/derp/latency-check` (netcheck's HTTPS
-//! probes), `/generate_204` (captive-portal check with the challenge echo), `/metrics`, `/` and
-//! `/robots.txt`. A plain-HTTP listener drops TLS ClientHellos (clients probe with them) by
-//! closing the connection at once, counted.
+//! client sends `Derp-Fast-Start: 1`; over WebSocket with the `derp` subprotocol),
+//! `/derp/probe` and `/derp/latency-check` (netcheck's HTTPS probes), `/generate_204`
+//! (captive-portal check with the challenge echo), `/metrics`, `/` and `/robots.txt`. A
+//! plain-HTTP listener drops TLS ClientHellos (clients probe with them) by closing the
+//! connection at once, counted.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -193,17 +194,19 @@ fn derp_upgrade(
         .get(hyper::header::UPGRADE)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
+    let opts = ConnOptions {
+        remote: Some(remote),
+        not_ideal: req.headers().contains_key("ideal-node"),
+    };
+    if upgrade.as_deref() == Some("websocket") && wants_derp_subprotocol(&req) {
+        return websocket_upgrade(relay, remote, opts, req);
+    }
     if upgrade.as_deref() != Some("derp") {
-        // WebSocket is not served yet; anything else is not DERP.
         return text(
             StatusCode::UPGRADE_REQUIRED,
             "DERP requires connection upgrade\n",
         );
     }
-    let opts = ConnOptions {
-        remote: Some(remote),
-        not_ideal: req.headers().contains_key("ideal-node"),
-    };
     let key = relay.with_server(|s| s.public_key().to_hex());
     let on_upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
@@ -225,5 +228,64 @@ fn derp_upgrade(
     if let Ok(v) = HeaderValue::from_str(&key) {
         h.insert("Derp-Public-Key", v);
     }
+    r
+}
+
+fn wants_derp_subprotocol(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get_all(hyper::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim() == "derp")
+}
+
+/// `/derp` with `Upgrade: websocket` and the `derp` subprotocol: 101, then DERP in binary
+/// messages (no compression).
+fn websocket_upgrade(
+    relay: Arc<Relay>,
+    remote: SocketAddr,
+    opts: ConnOptions,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
+    let Some(accept) = req
+        .headers()
+        .get(hyper::header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .and_then(|a| HeaderValue::from_str(&a).ok())
+    else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                None,
+            )
+            .await;
+            relay
+                .serve(crate::ws::WsBytes::new(ws), Some(remote), opts, Vec::new())
+                .await;
+        }
+    });
+    let mut r = text(StatusCode::SWITCHING_PROTOCOLS, "");
+    let h = r.headers_mut();
+    h.remove(CONTENT_TYPE);
+    h.insert(
+        hyper::header::UPGRADE,
+        HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        hyper::header::CONNECTION,
+        HeaderValue::from_static("Upgrade"),
+    );
+    h.insert(hyper::header::SEC_WEBSOCKET_ACCEPT, accept);
+    h.insert(
+        hyper::header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static("derp"),
+    );
     r
 }

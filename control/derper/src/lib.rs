@@ -17,8 +17,9 @@
 //! * [`verify`] — admission through a verify URL.
 //! * `stun` — the UDP STUN responder.
 //! * [`metrics`] — `/metrics` text.
+//! * [`ws`] — DERP over WebSocket (a byte stream over binary messages).
 //!
-//! Not here yet: DERP over WebSocket, dialling mesh peers (`--mesh-with`; a mesh key is
+//! Not here yet: dialling mesh peers (`--mesh-with`; a mesh key is
 //! accepted, so other servers can mesh with this one), the TLS "meta certificate" that lets
 //! official clients fast-start.
 //!
@@ -43,6 +44,7 @@ pub mod request;
 mod stun;
 pub mod tls;
 pub mod verify;
+pub mod ws;
 
 pub use relay::{Relay, ShellCounters};
 

@@ -188,8 +188,12 @@ impl Relay {
         let (mut rd, mut wr) = tokio::io::split(stream);
         let mut hello = Vec::new();
         self.lock().server.write_server_key(&mut hello);
+        let greet = async {
+            wr.write_all(&hello).await?;
+            wr.flush().await
+        };
         if !matches!(
-            tokio::time::timeout(HANDSHAKE_TIMEOUT, wr.write_all(&hello)).await,
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, greet).await,
             Ok(Ok(()))
         ) {
             bump(&self.counters.handshake_failures);

@@ -415,3 +415,65 @@ async fn a_hostile_frame_length_drops_only_that_client() {
     assert_eq!(metric(&m, "derper_input_errors_total"), Some(1));
     assert_eq!(metric(&m, "derp_current_connections"), Some(2));
 }
+
+/// DERP over WebSocket (`Upgrade: websocket`, subprotocol `derp`) to a client on a plain
+/// upgrade, both ways.
+#[tokio::test]
+async fn relays_over_websocket() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let (d, _dir) = start(TlsMode::PlainHttp, None).await;
+    let mut req = format!("ws://{}/derp", d.local_addr())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "derp".parse().unwrap());
+    let tcp = tokio::net::TcpStream::connect(d.local_addr())
+        .await
+        .unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "derp"
+    );
+    let mut w = DerpConn::over(Box::pin(weft_derper::ws::WsBytes::new(ws)), key(21))
+        .await
+        .unwrap();
+    let mut t = DerpConn::connect(d.local_addr(), None, key(22), None)
+        .await
+        .unwrap();
+    w.admitted().await.unwrap();
+    t.admitted().await.unwrap();
+    w.send(key(22).public_key(), b"from websocket").await;
+    let ev = t
+        .wait_for(|e| matches!(e, ClientEvent::Packet { .. }))
+        .await
+        .unwrap();
+    assert_eq!(
+        ev,
+        ClientEvent::Packet {
+            src: key(21).public_key(),
+            packet: b"from websocket".to_vec()
+        }
+    );
+    t.send(key(21).public_key(), &[7u8; 3000]).await;
+    let ev = w
+        .wait_for(|e| matches!(e, ClientEvent::Packet { .. }))
+        .await
+        .unwrap();
+    assert_eq!(
+        ev,
+        ClientEvent::Packet {
+            src: key(22).public_key(),
+            packet: vec![7u8; 3000]
+        }
+    );
+    // Without the derp subprotocol it is not DERP.
+    let r = support::http_get(
+        d.local_addr(),
+        None,
+        "/derp",
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 426"), "{r}");
+}

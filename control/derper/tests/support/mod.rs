@@ -227,6 +227,19 @@ impl DerpConn {
         Ok(c)
     }
 
+    /// Starts the DERP handshake on an already upgraded byte stream.
+    pub async fn over(stream: Pin<Box<dyn Io>>, me: PrivateKey) -> Result<Self, String> {
+        let client =
+            Client::new(ClientConfig::new(me), now(), [9; 32]).map_err(|e| e.to_string())?;
+        let mut c = Self {
+            stream,
+            client,
+            buf: Vec::new(),
+        };
+        c.flush().await?;
+        Ok(c)
+    }
+
     pub async fn flush(&mut self) -> Result<(), String> {
         let mut out = Vec::new();
         if self.client.poll_transmit(&mut out) {
@@ -234,6 +247,7 @@ impl DerpConn {
                 .write_all(&out)
                 .await
                 .map_err(|e| e.to_string())?;
+            self.stream.flush().await.map_err(|e| e.to_string())?;
         }
         Ok(())
     }

@@ -33,6 +33,7 @@ for dp in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-sys weft-d
 done
 # Rule 4: servers don't link client code.
 forbid weft-derper weft-dataplane weft-sys weft-policy
+forbid weft-coord weft-dataplane weft-sys weft-cli
 # weft-sys knows no protocol.
 forbid weft-sys weft-wg weft-keys weft-packet weft-handoff
 # Rule 5: anyhow, clap and tracing-subscriber only in binaries and the testkit.

@@ -336,17 +336,7 @@ impl Server {
         &self,
         buf: &[u8],
     ) -> Result<Option<(PublicKey, ClientInfo, usize)>, ServerError> {
-        let Some((raw, used)) = frame::next_frame(buf, MAX_CLIENT_INFO_LEN as u32)? else {
-            return Ok(None);
-        };
-        if raw.frame_type != ft::CLIENT_INFO {
-            return Err(ServerError::NotClientInfo(raw.frame_type));
-        }
-        let Frame::ClientInfo { key, sealed } = raw.parse()? else {
-            return Err(ServerError::NotClientInfo(raw.frame_type));
-        };
-        let info = handshake::open_client_info(&self.config.private_key, &key, sealed)?;
-        Ok(Some((key, info, used)))
+        parse_client_info(&self.config.private_key, buf)
     }
 
     /// Registers an admitted client and queues its ServerInfo frame.
@@ -758,6 +748,29 @@ impl Server {
 
 mod lifecycle;
 mod output;
+
+/// [`Server::read_client_info`] without the server: what a shell calls outside the lock that
+/// guards its [`Server`], because opening the box costs an X25519 and a pass over up to the
+/// frame limit, for a client not yet admitted.
+///
+/// # Errors
+/// As [`Server::read_client_info`].
+pub fn parse_client_info(
+    private_key: &PrivateKey,
+    buf: &[u8],
+) -> Result<Option<(PublicKey, ClientInfo, usize)>, ServerError> {
+    let Some((raw, used)) = frame::next_frame(buf, MAX_CLIENT_INFO_LEN as u32)? else {
+        return Ok(None);
+    };
+    if raw.frame_type != ft::CLIENT_INFO {
+        return Err(ServerError::NotClientInfo(raw.frame_type));
+    }
+    let Frame::ClientInfo { key, sealed } = raw.parse()? else {
+        return Err(ServerError::NotClientInfo(raw.frame_type));
+    };
+    let info = handshake::open_client_info(private_key, &key, sealed)?;
+    Ok(Some((key, info, used)))
+}
 
 #[cfg(test)]
 mod tests;

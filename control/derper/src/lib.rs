@@ -192,10 +192,11 @@ impl Derper {
             .map(verify::Verifier::new)
             .transpose()?;
 
-        let mut server_config = ServerConfig::new(private_key);
+        let mut server_config = ServerConfig::new(private_key.clone());
         server_config.mesh_key = config.mesh_key.clone();
         let relay = Arc::new(Relay::new(
             Server::new(server_config, random32()?),
+            private_key,
             verifier,
         ));
 

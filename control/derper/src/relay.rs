@@ -108,6 +108,8 @@ impl Shared {
 /// The shared relay: the core, the connections' wakers, admission and counters.
 pub struct Relay {
     shared: Mutex<Shared>,
+    /// The relay's key, to open ClientInfo boxes without holding `shared`.
+    private_key: weft_keys::PrivateKey,
     timer: Notify,
     verifier: Option<Verifier>,
     /// Shell counters, for `/metrics`.
@@ -122,8 +124,13 @@ impl std::fmt::Debug for Relay {
 
 impl Relay {
     /// Wraps a core server.
-    pub(crate) fn new(server: Server, verifier: Option<Verifier>) -> Self {
+    pub(crate) fn new(
+        server: Server,
+        private_key: weft_keys::PrivateKey,
+        verifier: Option<Verifier>,
+    ) -> Self {
         Self {
+            private_key,
             shared: Mutex::new(Shared {
                 server,
                 conns: BTreeMap::new(),
@@ -260,7 +267,9 @@ impl Relay {
     ) -> Option<(weft_keys::PublicKey, weft_derp::handshake::ClientInfo)> {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
-            match self.lock().server.read_client_info(pending) {
+            // Outside the lock: an unadmitted client's box costs an X25519 and a pass over up
+            // to the frame limit, which must not stall the relaying of everyone else.
+            match weft_derp::server::parse_client_info(&self.private_key, pending) {
                 Ok(Some((key, info, used))) => {
                     pending.drain(..used.min(pending.len()));
                     return Some((key, info));

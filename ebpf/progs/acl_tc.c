@@ -464,16 +464,19 @@ static __always_inline __u32 decide(const struct decoded *d)
 	return WEFT_TC_DROP_NO_RULE;
 }
 
-static __always_inline __u32 check(struct __sk_buff *skb)
+/* No IP packet at all (nothing past the L2 offset): the empty-packet case, passed. */
+#define NO_PACKET 0xffffffffu
+
+/* Decodes the IP packet at `weft_l2_offset` into `d`: 0, NO_PACKET, or a drop counter. Shared
+ * by the ingress judge and the egress flow recorder, so both see packets alike. */
+static __always_inline __u32 decode_packet(struct __sk_buff *skb, struct decoded *d)
 {
 	__u32 ip = weft_l2_offset;
 	__u32 len;
 	__u8 b0;
-	__u32 r;
-	struct decoded d = {};
 
 	if (skb->len <= ip)
-		return WEFT_TC_PASS; /* no IP packet at all: the empty-packet case */
+		return NO_PACKET;
 	len = skb->len - ip;
 	if (len < 20)
 		return WEFT_TC_DROP_TOO_SHORT;
@@ -481,14 +484,21 @@ static __always_inline __u32 check(struct __sk_buff *skb)
 		return WEFT_TC_DROP_TOO_SHORT;
 	switch (b0 >> 4) {
 	case 4:
-		r = decode4(skb, &d, ip, len);
-		break;
+		return decode4(skb, d, ip, len);
 	case 6:
-		r = decode6(skb, &d, ip, len);
-		break;
+		return decode6(skb, d, ip, len);
 	default:
 		return WEFT_TC_DROP_BAD_VERSION;
 	}
+}
+
+static __always_inline __u32 check(struct __sk_buff *skb)
+{
+	struct decoded d = {};
+	__u32 r = decode_packet(skb, &d);
+
+	if (r == NO_PACKET)
+		return WEFT_TC_PASS;
 	if (r)
 		return r;
 	r = destination_kind(&d);
@@ -512,31 +522,11 @@ int weft_acl(struct __sk_buff *skb)
 SEC("classifier/weft_acl_out")
 int weft_acl_out(struct __sk_buff *skb)
 {
-	__u32 ip = weft_l2_offset;
-	__u32 len;
-	__u8 b0;
-	__u32 r;
 	struct decoded d = {};
 	struct weft_flow_key fk = {};
 	struct weft_flow seen = { .seen = 1 };
+	__u32 r = decode_packet(skb, &d);
 
-	if (skb->len <= ip)
-		return TC_ACT_OK;
-	len = skb->len - ip;
-	if (len < 20)
-		return TC_ACT_OK;
-	if (bpf_skb_load_bytes(skb, ip, &b0, 1))
-		return TC_ACT_OK;
-	switch (b0 >> 4) {
-	case 4:
-		r = decode4(skb, &d, ip, len);
-		break;
-	case 6:
-		r = decode6(skb, &d, ip, len);
-		break;
-	default:
-		return TC_ACT_OK;
-	}
 	if (r || destination_kind(&d) || d.kind != L4_PORTS)
 		return TC_ACT_OK;
 	flow_key(&fk, &d, 0);

@@ -5,9 +5,11 @@
     dead_code,
     unreachable_pub,
     clippy::unwrap_used,
-    clippy::indexing_slicing
+    clippy::indexing_slicing,
+    clippy::panic
 )]
 
+pub mod ebpf;
 pub mod flows;
 pub mod strategies;
 

@@ -57,6 +57,28 @@ struct {
 	__type(value, struct weft_tc_config);
 } weft_tc_cfg SEC(".maps");
 
+/* Grace-period barrier; no program reads it. After each generation switch the loader stores
+ * weft_barrier_token into its one slot: the kernel returns from an update of a map-of-maps only
+ * after every BPF program that was running has finished (kernel/bpf/syscall.c,
+ * maybe_wait_bpf_programs). So when an install returns, no packet is still being judged
+ * against the previous generation, and the next install may clear it. */
+#define WEFT_BARRIER_MAP                    \
+	struct {                            \
+		__uint(type, BPF_MAP_TYPE_ARRAY);   \
+		__uint(max_entries, 1);     \
+		__type(key, __u32);         \
+		__type(value, __u32);       \
+	}
+
+WEFT_BARRIER_MAP weft_barrier_token SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, WEFT_BARRIER_MAP);
+} weft_barrier SEC(".maps");
+
 /* The reverse-flow cache: UDP and SCTP flows this node sent (recorded by weft_acl_out on
  * the TUN's egress), whose replies weft_acl accepts without a rule. An LRU hash: the kernel
  * evicts approximately least recently used entries when it needs room. */

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use proptest::strategy::{Strategy, ValueTree};
 use proptest::test_runner::{Config, TestRunner};
-use support::strategies::{build, case};
+use support::strategies::{build, case, plan};
 use weft_ebpf::common::tc_counter;
 use weft_ebpf::TcFilter;
 use weft_filter::fuzzing::{fuzz_local, fuzz_rule_sets};
@@ -149,36 +149,46 @@ fn crafted_table_same_verdicts_without_rules() {
 /// the same program, so this also exercises many generation switches.
 #[test]
 fn generated_cases_same_verdicts() {
+    // Each install waits for an RCU grace period (about 12 ms here), so every generated rule
+    // set judges several packets planned against it: 400 rule sets, 4000 packets.
+    const RULE_SETS: usize = 400;
+    const PACKETS_PER_SET: usize = 10;
     let mut prog = Prog::load(0);
     let mut runner = TestRunner::new(Config {
         cases: 4000,
         ..Config::default()
     });
     let strategy = case();
+    let more_plans = plan();
     let (mut accepts, mut drops, mut rule_accepts) = (0, 0, 0);
-    for _ in 0..4000 {
-        let (rules, local, plan) = strategy.new_tree(&mut runner).unwrap().current();
-        let packet = build(&plan, &rules, &local);
+    for _ in 0..RULE_SETS {
+        let (rules, local, first) = strategy.new_tree(&mut runner).unwrap().current();
         let filter = Filter::new(&rules, local.iter().copied());
-        let want = filter.check_inbound(&packet);
+        let deny = Filter::deny_all(local.iter().copied());
         prog.install(&rules, &local);
-        let Some(got) = prog.verdict(&packet) else {
-            continue;
-        };
-        assert_eq!(
-            got, want,
-            "rules {rules:?}\nlocal {local:?}\npacket {packet:02x?}"
-        );
-        match want {
-            Verdict::Accept => {
-                accepts += 1;
-                if Filter::deny_all(local.iter().copied()).check_inbound(&packet)
-                    == Verdict::Drop(DropReason::NoRule)
-                {
-                    rule_accepts += 1;
+        let mut plans = vec![first];
+        for _ in 1..PACKETS_PER_SET {
+            plans.push(more_plans.new_tree(&mut runner).unwrap().current());
+        }
+        for plan in &plans {
+            let packet = build(plan, &rules, &local);
+            let want = filter.check_inbound(&packet);
+            let Some(got) = prog.verdict(&packet) else {
+                continue;
+            };
+            assert_eq!(
+                got, want,
+                "rules {rules:?}\nlocal {local:?}\npacket {packet:02x?}"
+            );
+            match want {
+                Verdict::Accept => {
+                    accepts += 1;
+                    if deny.check_inbound(&packet) == Verdict::Drop(DropReason::NoRule) {
+                        rule_accepts += 1;
+                    }
                 }
+                Verdict::Drop(_) => drops += 1,
             }
-            Verdict::Drop(_) => drops += 1,
         }
     }
     eprintln!("{accepts} accepts ({rule_accepts} given by a rule), {drops} drops");

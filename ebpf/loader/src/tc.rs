@@ -4,7 +4,7 @@
 use std::os::fd::{AsFd, OwnedFd};
 
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, ArrayOfMaps, HashMap, MapData};
 use aya::programs::tc::{self, SchedClassifier, TcAttachType};
 use aya::{include_bytes_aligned, Ebpf, EbpfLoader};
 use weft_ebpf_common::{
@@ -75,6 +75,11 @@ pub struct TcFilter {
     live: Written,
     /// The keys of the other generation (the previous rule set, removed at the next install).
     standby: Written,
+    /// The map stored into `weft_barrier` after each switch (see [`Self::wait_for_readers`]).
+    barrier_token: MapData,
+    /// Whether the last switch's wait for readers failed (the standby generation may still
+    /// be read, so the next install waits before clearing it).
+    readers_pending: bool,
 }
 
 impl TcFilter {
@@ -95,11 +100,17 @@ impl TcFilter {
                 .try_into()?;
             prog.load()?;
         }
+        let barrier_token = match ebpf.take_map("weft_barrier_token") {
+            Some(aya::maps::Map::Array(data)) => data,
+            _ => return Err(Error::Missing("weft_barrier_token")),
+        };
         Ok(Self {
             ebpf,
             active: 0,
             live: Written::default(),
             standby: Written::default(),
+            barrier_token,
+            readers_pending: false,
         })
     }
 
@@ -130,15 +141,21 @@ impl TcFilter {
 
     /// Makes `tables` the live rule set: writes it into the generation that is not live, then
     /// switches the generation with one write of the config array. Packets see the old rule set
-    /// or the new one, never a mix and never an empty one. The previous generation's entries
-    /// stay until the next install (packets already past the switch may still read them).
+    /// or the new one, never a mix and never an empty one. Returns once no packet is still
+    /// judged against the previous rule set (an RCU grace period, a few milliseconds); the
+    /// previous generation's entries stay until the next install clears them.
     ///
     /// # Errors
     /// [`Error::TooLarge`] before anything is written if `tables` exceeds the maps;
-    /// [`Error::Map`] if a write fails (the live generation is then unchanged).
+    /// [`Error::Map`] if a write fails (before the switch the live generation is then
+    /// unchanged; if only the wait after the switch failed, the new rules are live and the
+    /// next install waits again before clearing the old ones).
     pub fn install(&mut self, tables: &TcTables) -> Result<(), Error> {
         check_fits(tables)?;
         let next = 1 - self.active;
+        if self.readers_pending {
+            self.wait_for_readers()?;
+        }
         // Clear the standby generation; on failure, what is left stays tracked.
         let mut old = std::mem::take(&mut self.standby);
         let cleared = self.remove_keys(&mut old);
@@ -167,7 +184,31 @@ impl TcFilter {
         }
         self.active = next;
         self.standby = std::mem::replace(&mut self.live, written);
-        Ok(())
+        self.readers_pending = true;
+        self.wait_for_readers()
+    }
+
+    /// Returns once every BPF program that was running when it was called has finished, so
+    /// that no packet is still judged against the generation that was live before the last
+    /// switch. Without this, a packet that read the old generation number just before a switch
+    /// could still be looking it up (its CPU preempted, or its vCPU descheduled by the host)
+    /// while the next install clears that generation — a mix of two rule sets, which the rule
+    /// swap test caught in CI (2 of 33 650 packets). Updating a map-of-maps makes the kernel
+    /// wait for an RCU grace period before the syscall returns (`maybe_wait_bpf_programs`);
+    /// the barrier map exists only for that.
+    ///
+    /// If this fails the switch has still happened; the error is returned so the caller knows
+    /// the old generation may still have readers, and the next install tries again before it
+    /// clears anything.
+    fn wait_for_readers(&mut self) -> Result<(), Error> {
+        let map = self
+            .ebpf
+            .map_mut("weft_barrier")
+            .ok_or(Error::Missing("weft_barrier"))?;
+        let mut barrier: ArrayOfMaps<&mut MapData, MapData> = ArrayOfMaps::try_from(map)?;
+        let waited = barrier.set(0, &self.barrier_token, 0);
+        self.readers_pending = waited.is_err();
+        Ok(waited?)
     }
 
     /// Removes the trie entries in `keys`, dropping each from `keys` as it goes.

@@ -1,0 +1,240 @@
+//! Random batches of puts and deletes over a small id space: the SQLite store and the
+//! in-memory reference load the same after every batch, and again after a reopen.
+//!
+//! Generated ops are made legal the way the coordinator makes them (a user's keys and nodes
+//! are deleted before it; a record's user exists), since the in-memory store does not check
+//! either. Some batches end in an op that names a user that never exists: SQLite must refuse
+//! the whole batch and load exactly as before.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use weft_tailcfg::{DiscoPublic, Hostinfo, IpPrefix, NodePublic, Time};
+use weft_tailnet::{
+    KeyId, MemoryStore, NodeId, NodeRecord, PreAuthKeyRecord, Store, StoreOp, UserId, UserRecord,
+};
+
+use crate::common::{key, key_bytes, node, user, TempDb};
+
+fn time() -> impl Strategy<Value = Time> {
+    prop_oneof![
+        1 => Just(Time::ZERO),
+        4 => (0i64..4_000_000_000, 0u32..1_000_000_000)
+            .prop_map(|(s, n)| Time::from_unix(s, n).unwrap()),
+    ]
+}
+
+fn tags() -> impl Strategy<Value = Vec<String>> {
+    vec("tag:[a-z]{1,4}", 0..3)
+}
+
+fn user_op() -> impl Strategy<Value = StoreOp> {
+    (1i64..=3, "[a-zA-Z ]{0,6}", time()).prop_map(|(id, display, created)| {
+        StoreOp::PutUser(UserRecord {
+            display_name: display,
+            created,
+            ..user(id)
+        })
+    })
+}
+
+fn key_op() -> impl Strategy<Value = StoreOp> {
+    (
+        (1i64..=4, 1i64..=3, any::<u8>()),
+        any::<[bool; 4]>(),
+        tags(),
+        time(),
+        time(),
+    )
+        .prop_map(
+            |((id, owner, hash), [reusable, ephemeral, used, revoked], tags, created, exp)| {
+                StoreOp::PutKey(PreAuthKeyRecord {
+                    secret_hash: [hash; 32],
+                    reusable,
+                    ephemeral,
+                    tags,
+                    created,
+                    expiration: exp,
+                    used,
+                    revoked,
+                    ..key(id, owner)
+                })
+            },
+        )
+}
+
+fn hostinfo() -> impl Strategy<Value = Hostinfo> {
+    (
+        "[a-z]{0,8}",
+        prop::option::of(any::<bool>()),
+        vec("10\\.[0-9]\\.0\\.0/16", 0..3),
+        -90.0f64..90.0,
+    )
+        .prop_map(|(hostname, userspace, routes, lat)| {
+            let mut h = Hostinfo {
+                hostname,
+                userspace,
+                routable_ips: routes.iter().map(|r| r.parse().unwrap()).collect(),
+                ..Hostinfo::default()
+            };
+            // Any finite float must come back bit for bit.
+            h.location = serde_json::from_value(serde_json::json!({ "Latitude": lat })).ok();
+            h
+        })
+}
+
+fn node_op() -> impl Strategy<Value = StoreOp> {
+    (
+        (1i64..=5, 1i64..=3, any::<u8>(), any::<Option<u8>>()),
+        (tags(), "[a-z]{1,6}", any::<bool>()),
+        (
+            prop::option::of(any::<u32>()),
+            prop::option::of(any::<u128>()),
+            prop::option::of(hostinfo()),
+            vec((any::<std::net::IpAddr>(), any::<u16>()), 0..3),
+        ),
+        (time(), time(), prop::option::of(time())),
+        (
+            vec((any::<u32>(), 0u8..=32), 0..3),
+            prop::option::of(1i64..=4),
+        ),
+    )
+        .prop_map(
+            |(
+                (id, owner, variant, disco),
+                (tags, name, ephemeral),
+                (v4, v6, hostinfo, endpoints),
+                (key_expiry, created, last_seen),
+                (routes, auth_key),
+            )| {
+                StoreOp::PutNode(NodeRecord {
+                    node_key: NodePublic::from_bytes(key_bytes(2, id, variant)),
+                    disco_key: disco
+                        .map(|d| DiscoPublic::from_bytes([d; 32]))
+                        .unwrap_or(DiscoPublic::ZERO),
+                    tags,
+                    given_name: name,
+                    ipv4: v4.map(Into::into),
+                    ipv6: v6.map(Into::into),
+                    hostinfo,
+                    endpoints: endpoints
+                        .into_iter()
+                        .map(|(ip, port)| std::net::SocketAddr::new(ip, port))
+                        .collect(),
+                    key_expiry,
+                    created,
+                    last_seen,
+                    approved_routes: routes
+                        .into_iter()
+                        .map(|(a, len)| IpPrefix::new(std::net::Ipv4Addr::from(a).into(), len))
+                        .collect::<Option<Vec<_>>>()
+                        .unwrap(),
+                    ephemeral,
+                    auth_key: auth_key.map(KeyId),
+                    ..node(id, owner)
+                })
+            },
+        )
+}
+
+fn op() -> impl Strategy<Value = StoreOp> {
+    prop_oneof![
+        3 => user_op(),
+        1 => (1i64..=4).prop_map(|id| StoreOp::DeleteUser(UserId(id))),
+        3 => key_op(),
+        1 => (1i64..=5).prop_map(|id| StoreOp::DeleteKey(KeyId(id))),
+        4 => node_op(),
+        2 => (1i64..=6).prop_map(|id| StoreOp::DeleteNode(NodeId(id))),
+    ]
+}
+
+/// A batch and whether it ends in an op that must fail.
+fn batches() -> impl Strategy<Value = Vec<(Vec<StoreOp>, bool)>> {
+    vec((vec(op(), 0..6), prop::bool::weighted(0.15)), 1..6)
+}
+
+/// Which records exist, enough to make generated ops legal.
+#[derive(Clone, Default)]
+struct Model {
+    users: BTreeSet<i64>,
+    keys: BTreeMap<i64, i64>,
+    nodes: BTreeMap<i64, i64>,
+}
+
+impl Model {
+    fn ensure_user(&mut self, id: i64, out: &mut Vec<StoreOp>) {
+        if self.users.insert(id) {
+            out.push(StoreOp::PutUser(user(id)));
+        }
+    }
+
+    /// `ops` as the coordinator would issue them.
+    fn legalize(&mut self, ops: &[StoreOp]) -> Vec<StoreOp> {
+        let mut out = Vec::new();
+        for op in ops {
+            match op {
+                StoreOp::PutUser(u) => {
+                    self.users.insert(u.id.0);
+                }
+                StoreOp::DeleteUser(id) => {
+                    for (k, _) in self.keys.iter().filter(|(_, u)| **u == id.0) {
+                        out.push(StoreOp::DeleteKey(KeyId(*k)));
+                    }
+                    for (n, _) in self.nodes.iter().filter(|(_, u)| **u == id.0) {
+                        out.push(StoreOp::DeleteNode(NodeId(*n)));
+                    }
+                    self.keys.retain(|_, u| *u != id.0);
+                    self.nodes.retain(|_, u| *u != id.0);
+                    self.users.remove(&id.0);
+                }
+                StoreOp::PutKey(k) => {
+                    self.ensure_user(k.user.0, &mut out);
+                    self.keys.insert(k.id.0, k.user.0);
+                }
+                StoreOp::DeleteKey(id) => {
+                    self.keys.remove(&id.0);
+                }
+                StoreOp::PutNode(n) => {
+                    self.ensure_user(n.user.0, &mut out);
+                    self.nodes.insert(n.id.0, n.user.0);
+                }
+                StoreOp::DeleteNode(id) => {
+                    self.nodes.remove(&id.0);
+                }
+            }
+            out.push(op.clone());
+        }
+        out
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn sqlite_matches_memory_store(batches in batches()) {
+        let db = TempDb::new();
+        let mut store = db.open();
+        let mut mem = MemoryStore::default();
+        let mut model = Model::default();
+        for (ops, poisoned) in &batches {
+            let mut next_model = model.clone();
+            let mut legal = next_model.legalize(ops);
+            if *poisoned {
+                // User 99 never exists: the foreign key fails, after everything else ran.
+                legal.push(StoreOp::PutNode(node(6, 99)));
+                let before = store.load().unwrap();
+                prop_assert!(store.apply(&legal).is_err());
+                prop_assert_eq!(store.load().unwrap(), before);
+            } else {
+                store.apply(&legal).unwrap();
+                mem.apply(&legal).unwrap();
+                model = next_model;
+            }
+            prop_assert_eq!(store.load().unwrap(), mem.load().unwrap());
+        }
+        drop(store);
+        prop_assert_eq!(db.open().load().unwrap(), mem.load().unwrap());
+    }
+}

@@ -10,8 +10,8 @@
 //!
 //! Writes are checked the other way: a value that would not read back exactly (a time Go's
 //! RFC 3339 cannot express, a Hostinfo with a non-finite number, an endpoint with IPv6 flow
-//! info) is refused when it is put, so the database never holds something
-//! [`crate::SqliteStore::load`] would reject or read back changed.
+//! info) is refused when it is put, so the database never holds a value that a load would
+//! reject or read back changed.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;

@@ -105,7 +105,8 @@ impl SqliteStore {
     }
 }
 
-/// Creates `path` with mode 0600 when it is missing, and narrows an existing file to 0600.
+/// Creates `path` with mode 0600 when it is missing, and narrows an existing regular file to
+/// 0600.
 fn create_private(path: &Path) -> Result<(), StoreError> {
     match OpenOptions::new()
         .write(true)
@@ -115,6 +116,14 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // Never chmod a directory (or a device) someone passed by mistake.
+            let meta = fs::metadata(path).map_err(|e| io_error("inspecting", path, &e))?;
+            if !meta.is_file() {
+                return Err(StoreError::Backend(format!(
+                    "{} is not a regular file",
+                    path.display()
+                )));
+            }
             fs::set_permissions(path, Permissions::from_mode(FILE_MODE))
                 .map_err(|e| io_error("restricting", path, &e))
         }

@@ -22,8 +22,10 @@ use crate::common::{node, user, TempDb};
 const CHILD_ENV: &str = "WEFT_COORDSTORE_CRASH_CHILD_DB";
 /// The child's full test name (for `--exact`).
 const CHILD_TEST: &str = "crash::crash_child";
-/// Batches the parent waits to see acknowledged before it kills the child.
-const ACKED_BEFORE_KILL: i64 = 30;
+/// Batches the parent waits to see acknowledged before it kills the child: enough that the WAL
+/// is checkpointed into the main file at least once (every 1000 pages, about 320 batches here)
+/// before the kill.
+const ACKED_BEFORE_KILL: i64 = 500;
 /// Upper bound on the child's work, should the parent never kill it.
 const MAX_BATCHES: i64 = 20_000;
 /// Longest wait for one acknowledgement.

@@ -147,6 +147,18 @@ fn corrupt_secret_hash_is_described_by_length_only() {
 }
 
 #[test]
+fn directory_is_refused_and_left_alone() {
+    let db = TempDb::new();
+    fs::create_dir(&db.path).unwrap();
+    fs::set_permissions(&db.path, fs::Permissions::from_mode(0o755)).unwrap();
+    match SqliteStore::open(&db.path) {
+        Err(StoreError::Backend(msg)) => assert!(msg.contains("not a regular file"), "{msg}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(mode(&db.path), 0o755);
+}
+
+#[test]
 fn foreign_file_is_a_backend_error() {
     let db = TempDb::new();
     fs::write(

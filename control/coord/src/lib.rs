@@ -12,4 +12,7 @@ mod noise_io;
 mod server;
 
 pub use noise_io::NoiseStream;
-pub use server::{serve_connection, ControlKey, MachineRequest};
+pub use server::{
+    channel_body, full, serve_connection, text, Body, ControlKey, Handler, MachineRequest, Reply,
+    MAX_REQUEST_BODY,
+};

@@ -3,12 +3,16 @@
 //! the caller's handler with the machine key the handshake proved.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -44,31 +48,97 @@ pub struct MachineRequest {
     pub path: String,
 }
 
-type Body = Full<Bytes>;
+/// A response body: whole, or streamed (map polls).
+pub type Body = BoxBody<Bytes, Infallible>;
 
-fn text(status: StatusCode, body: &'static str) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+/// A boxed response future.
+pub type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// Largest request body read (the client's register and map requests are a few KiB; the
+/// client itself reads at most 1 MiB of a response).
+pub const MAX_REQUEST_BODY: usize = 1 << 20;
+
+/// What the server does with requests. The shell (`weft-coordd`) implements it; the
+/// channel's own tests use a closure, which answers `501` to every ts2021 request.
+pub trait Handler: Send + Sync + 'static {
+    /// A request over ts2021, authenticated as `req.machine`, with its whole body.
+    fn machine(&self, req: MachineRequest, body: Bytes) -> Reply;
+
+    /// A plain HTTP request other than `/key` and `/ts2021` (for example `/verify`, or the
+    /// page behind an AuthURL).
+    fn plain(&self, method: &str, path: &str, body: Bytes) -> Reply {
+        let _ = (method, path, body);
+        Box::pin(async { text(StatusCode::NOT_FOUND, "not found\n") })
+    }
+}
+
+impl<F: Fn(MachineRequest) + Send + Sync + 'static> Handler for F {
+    fn machine(&self, req: MachineRequest, _body: Bytes) -> Reply {
+        self(req);
+        Box::pin(async { text(StatusCode::NOT_IMPLEMENTED, "weft-coord: not implemented\n") })
+    }
+}
+
+/// A whole body.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+/// A plain-text response.
+pub fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    let mut r = Response::new(full(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r
 }
 
-/// Serves one TCP connection. `on_request` sees every request that arrives over ts2021; until
-/// the endpoints exist they are answered `501 Not Implemented`.
+/// A body streamed from a channel: each message is sent as it arrives (hyper flushes every
+/// data frame on HTTP/2), and the body ends when every sender is gone.
+pub fn channel_body(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Body {
+    ChannelBody { rx }.boxed()
+}
+
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+impl hyper::body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.rx.poll_recv(cx).map(|m| m.map(|b| Ok(Frame::data(b))))
+    }
+}
+
+/// Reads a request body, refusing more than [`MAX_REQUEST_BODY`] bytes.
+async fn read_body(body: Incoming) -> Option<Bytes> {
+    Limited::new(body, MAX_REQUEST_BODY)
+        .collect()
+        .await
+        .ok()
+        .map(http_body_util::Collected::to_bytes)
+}
+
+/// Serves one TCP connection: `/key` and the `/ts2021` upgrade here, everything else through
+/// `handler`.
 ///
 /// # Errors
 /// hyper's error when the HTTP/1.1 connection fails.
 pub async fn serve_connection<S>(
     io: S,
     key: Arc<ControlKey>,
-    on_request: Arc<dyn Fn(MachineRequest) + Send + Sync>,
+    handler: Arc<dyn Handler>,
 ) -> Result<(), hyper::Error>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let key = Arc::clone(&key);
-        let on_request = Arc::clone(&on_request);
-        async move { Ok::<_, Infallible>(route(req, key, on_request)) }
+        let handler = Arc::clone(&handler);
+        async move { Ok::<_, Infallible>(route(req, key, handler).await) }
     });
     hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
@@ -76,10 +146,10 @@ where
         .await
 }
 
-fn route(
+async fn route(
     req: Request<Incoming>,
     key: Arc<ControlKey>,
-    on_request: Arc<dyn Fn(MachineRequest) + Send + Sync>,
+    handler: Arc<dyn Handler>,
 ) -> Response<Body> {
     match req.uri().path() {
         "/key" => {
@@ -88,15 +158,22 @@ fn route(
                 "0".repeat(64),
                 key.public().to_hex()
             );
-            let mut r = Response::new(Full::new(Bytes::from(body)));
+            let mut r = Response::new(full(body));
             r.headers_mut().insert(
                 hyper::header::CONTENT_TYPE,
                 hyper::header::HeaderValue::from_static("application/json"),
             );
             r
         }
-        "/ts2021" => upgrade(req, key, on_request),
-        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        "/ts2021" => upgrade(req, key, handler),
+        _ => {
+            let method = req.method().to_string();
+            let path = req.uri().path().to_owned();
+            match read_body(req.into_body()).await {
+                Some(body) => handler.plain(&method, &path, body).await,
+                None => text(StatusCode::PAYLOAD_TOO_LARGE, "request too large\n"),
+            }
+        }
     }
 }
 
@@ -105,7 +182,7 @@ fn route(
 fn upgrade(
     req: Request<Incoming>,
     key: Arc<ControlKey>,
-    on_request: Arc<dyn Fn(MachineRequest) + Send + Sync>,
+    handler: Arc<dyn Handler>,
 ) -> Response<Body> {
     let header = |name: &str| {
         req.headers()
@@ -157,12 +234,13 @@ fn upgrade(
                 path: req.uri().path().to_owned(),
             };
             tracing::debug!(method = r.method, path = r.path, "control request");
-            on_request(r);
+            let handler = Arc::clone(&handler);
             async move {
-                Ok::<_, Infallible>(text(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "weft-coord: not implemented yet\n",
-                ))
+                let reply = match read_body(req.into_body()).await {
+                    Some(body) => handler.machine(r, body).await,
+                    None => text(StatusCode::PAYLOAD_TOO_LARGE, "request too large\n"),
+                };
+                Ok::<_, Infallible>(reply)
             }
         });
         if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())

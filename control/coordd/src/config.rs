@@ -1,0 +1,330 @@
+//! `weft-coordd serve`'s flags, and what they turn into: the coordinator's [`Config`], the
+//! state directory's files, the DERP map.
+//!
+//! Defaults are chosen so that `weft-coordd serve --state-dir DIR` alone is a working lab
+//! server: Tailscale's address ranges, MagicDNS under `tail.weft`, 180-day keys, the allow-all
+//! policy written out to `DIR/policy.hujson` (and said so), a Noise key generated once.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::net::IpAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context as _};
+use clap::Args;
+use weft_coord::ControlKey;
+use weft_keys::PrivateKey;
+use weft_tailcfg::{DerpMap, DerpNode, DerpRegion, DnsRecord};
+use weft_tailnet::addr::{V4Range, V6Range};
+use weft_tailnet::{Config, DnsSettings};
+
+/// The admin socket's file name in the state directory.
+pub const ADMIN_SOCKET: &str = "admin.sock";
+/// The database's file name.
+pub const DB_FILE: &str = "weft-coordd.sqlite";
+/// The Noise private key's file name.
+pub const KEY_FILE: &str = "control.key";
+/// The default policy file name.
+pub const POLICY_FILE: &str = "policy.hujson";
+/// The region id weft uses for a DERP map built from `--derp`.
+pub const DERP_REGION: i64 = 900;
+
+/// Flags of `weft-coordd serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (plain HTTP; official clients accept `http://` control URLs on
+    /// private and loopback addresses).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The URL clients use to reach this server (default: `http://<listen>`).
+    #[arg(long)]
+    pub server_url: Option<String>,
+    /// MagicDNS base domain.
+    #[arg(long, default_value = "tail.weft")]
+    pub base_domain: String,
+    /// Policy file (HuJSON). Default `<state-dir>/policy.hujson`, written with the allow-all
+    /// default when missing.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// DERP map (Tailscale's JSON `DERPMap`) to send to nodes.
+    #[arg(long, conflicts_with = "derp")]
+    pub derp_map: Option<PathBuf>,
+    /// One DERP relay (`https://host:port`, e.g. a `weft-derper`) as the only region.
+    #[arg(long)]
+    pub derp: Option<String>,
+    /// STUN port of the `--derp` relay (-1: none).
+    #[arg(long, default_value_t = 3478, allow_negative_numbers = true)]
+    pub derp_stun_port: i64,
+    /// Certificate pin of the `--derp` relay (`sha256-raw:<hex>`, as `weft-derper` prints it).
+    #[arg(long)]
+    pub derp_cert_pin: Option<String>,
+    /// Let clients skip TLS verification for the `--derp` relay (labs only).
+    #[arg(long)]
+    pub derp_insecure: bool,
+    /// IPv4 prefix addresses come from.
+    #[arg(long, default_value = "100.64.0.0/10")]
+    pub v4_prefix: String,
+    /// IPv6 prefix addresses come from.
+    #[arg(long, default_value = "fd7a:115c:a1e0::/48")]
+    pub v6_prefix: String,
+    /// Turn MagicDNS off.
+    #[arg(long)]
+    pub no_magic_dns: bool,
+    /// Global nameserver (IP or DoH URL); repeatable.
+    #[arg(long)]
+    pub nameserver: Vec<String>,
+    /// Search domain; repeatable.
+    #[arg(long)]
+    pub search_domain: Vec<String>,
+    /// Split DNS, `DOMAIN=NS[,NS…]` (no nameservers: answered by MagicDNS); repeatable.
+    #[arg(long)]
+    pub split_dns: Vec<String>,
+    /// Extra DNS record, `NAME=IP`; repeatable.
+    #[arg(long)]
+    pub extra_record: Vec<String>,
+    /// Node key lifetime for user devices (`180d`; `0` = never).
+    #[arg(long, default_value = "180d")]
+    pub key_expiry: String,
+    /// Delete ephemeral nodes after this long offline.
+    #[arg(long, default_value = "30m")]
+    pub ephemeral_timeout: String,
+    /// Keep-alive interval on map streams, seconds (a 0–9 s jitter is added).
+    #[arg(long, default_value_t = 50)]
+    pub keepalive_secs: u64,
+}
+
+/// What `serve` starts from.
+pub struct Prepared {
+    /// The coordinator's settings.
+    pub config: Config,
+    /// The database path.
+    pub db_path: PathBuf,
+    /// The policy path.
+    pub policy_path: PathBuf,
+    /// The policy text.
+    pub policy_text: String,
+    /// The Noise key.
+    pub control_key: ControlKey,
+}
+
+/// `30s`, `15m`, `12h`, `7d`, or plain seconds.
+///
+/// # Errors
+/// When the text is not such a duration.
+pub fn parse_duration(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, ""), |i| s.split_at(i));
+    let n: i64 = num.parse().with_context(|| format!("bad duration {s:?}"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => bail!("bad duration {s:?} (use s, m, h or d)"),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| anyhow!("duration {s:?} too long"))
+}
+
+fn parse_prefix(s: &str) -> anyhow::Result<(IpAddr, u8)> {
+    let (a, l) = s
+        .split_once('/')
+        .ok_or_else(|| anyhow!("{s:?} is not a prefix"))?;
+    Ok((a.parse()?, l.parse()?))
+}
+
+/// Creates the state directory (0700), loads or makes the Noise key (0600), reads or writes
+/// the policy, and builds the config.
+///
+/// # Errors
+/// On any file or flag problem, naming the file or flag.
+pub fn prepare(state_dir: &Path, a: &ServeArgs) -> anyhow::Result<Prepared> {
+    fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700))?;
+    let control_key = ControlKey::new(load_or_make_key(&state_dir.join(KEY_FILE))?);
+
+    let policy_path = a
+        .policy
+        .clone()
+        .unwrap_or_else(|| state_dir.join(POLICY_FILE));
+    let policy_text = if policy_path.exists() {
+        fs::read_to_string(&policy_path)
+            .with_context(|| format!("reading {}", policy_path.display()))?
+    } else {
+        fs::write(&policy_path, weft_policy::DEFAULT_POLICY)
+            .with_context(|| format!("writing {}", policy_path.display()))?;
+        tracing::warn!(
+            path = %policy_path.display(),
+            "no policy file: wrote and using the allow-all default (every device may reach every other); edit it and send SIGHUP or run `weft-coordd reload-policy`"
+        );
+        weft_policy::DEFAULT_POLICY.to_owned()
+    };
+
+    let server_url = a
+        .server_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", a.listen));
+    let mut cfg = Config::new(server_url, a.base_domain.trim_end_matches('.'));
+    let (v4, l4) = parse_prefix(&a.v4_prefix).context("--v4-prefix")?;
+    let (v6, l6) = parse_prefix(&a.v6_prefix).context("--v6-prefix")?;
+    cfg.v4 = match v4 {
+        IpAddr::V4(v) => V4Range::new(v, l4).ok_or_else(|| anyhow!("--v4-prefix too small"))?,
+        IpAddr::V6(_) => bail!("--v4-prefix must be IPv4"),
+    };
+    cfg.v6 = match v6 {
+        IpAddr::V6(v) => V6Range::new(v, l6).ok_or_else(|| anyhow!("--v6-prefix too small"))?,
+        IpAddr::V4(_) => bail!("--v6-prefix must be IPv6"),
+    };
+    cfg.dns = DnsSettings {
+        magic_dns: !a.no_magic_dns,
+        nameservers: a.nameserver.clone(),
+        split: a
+            .split_dns
+            .iter()
+            .map(|s| {
+                let (d, ns) = s
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--split-dns {s:?}: DOMAIN=NS"))?;
+                Ok((
+                    d.to_owned(),
+                    ns.split(',')
+                        .filter(|x| !x.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        search_domains: a.search_domain.clone(),
+        extra_records: a
+            .extra_record
+            .iter()
+            .map(|s| {
+                let (name, ip) = s
+                    .split_once('=')
+                    .ok_or_else(|| anyhow!("--extra-record {s:?}: NAME=IP"))?;
+                let ip: IpAddr = ip
+                    .parse()
+                    .with_context(|| format!("--extra-record {s:?}"))?;
+                Ok(DnsRecord {
+                    name: name.to_owned(),
+                    record_type: if ip.is_ipv4() { "A" } else { "AAAA" }.into(),
+                    value: ip.to_string(),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
+    let expiry = parse_duration(&a.key_expiry).context("--key-expiry")?;
+    cfg.key_expiry_secs = (expiry > 0).then_some(expiry);
+    cfg.ephemeral_timeout_secs =
+        parse_duration(&a.ephemeral_timeout).context("--ephemeral-timeout")?;
+    cfg.derp_map = derp_map(a)?;
+    if cfg.derp_map.regions.is_empty() {
+        tracing::warn!("no DERP map (--derp or --derp-map): nodes that cannot reach each other directly will not connect");
+    }
+    Ok(Prepared {
+        config: cfg,
+        db_path: state_dir.join(DB_FILE),
+        policy_path,
+        policy_text,
+        control_key,
+    })
+}
+
+fn load_or_make_key(path: &Path) -> anyhow::Result<PrivateKey> {
+    if path.exists() {
+        let mode = fs::metadata(path)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+            tracing::warn!(path = %path.display(), "key file was readable by others; narrowed to 0600");
+        }
+        let text = fs::read_to_string(path)?;
+        return PrivateKey::from_hex(text.trim())
+            .map_err(|e| anyhow!("{}: not a private key: {e}", path.display()));
+    }
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow!("random: {e}"))?;
+    let key = PrivateKey::from_bytes(b);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(format!("{}\n", key.to_hex()).as_bytes())?;
+    f.sync_all()?;
+    Ok(key)
+}
+
+fn derp_map(a: &ServeArgs) -> anyhow::Result<DerpMap> {
+    if let Some(p) = &a.derp_map {
+        let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a DERPMap", p.display()));
+    }
+    let Some(url) = &a.derp else {
+        return Ok(DerpMap::default());
+    };
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("derp://"))
+        .unwrap_or(url)
+        .trim_end_matches('/');
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            h.trim_matches(['[', ']']),
+            p.parse::<i64>().context("--derp port")?,
+        ),
+        _ => (rest, 443),
+    };
+    let mut node = DerpNode {
+        name: format!("{DERP_REGION}a"),
+        region_id: DERP_REGION,
+        host_name: host.to_owned(),
+        derp_port: port,
+        stun_port: a.derp_stun_port,
+        insecure_for_tests: a.derp_insecure,
+        cert_name: a.derp_cert_pin.clone().unwrap_or_default(),
+        ..DerpNode::default()
+    };
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => {
+            node.ipv4 = ip.to_string();
+            node.ipv6 = "none".into();
+        }
+        Ok(IpAddr::V6(ip)) => {
+            node.ipv6 = ip.to_string();
+            node.ipv4 = "none".into();
+        }
+        Err(_) => {}
+    }
+    let mut map = DerpMap::default();
+    map.regions.insert(
+        DERP_REGION,
+        Some(DerpRegion {
+            region_id: DERP_REGION,
+            region_code: "weft".into(),
+            region_name: "weft relay".into(),
+            nodes: vec![node],
+            ..DerpRegion::default()
+        }),
+    );
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap(), 90);
+        assert_eq!(parse_duration("15m").unwrap(), 900);
+        assert_eq!(parse_duration("7d").unwrap(), 604_800);
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("99999999999999999d").is_err());
+    }
+}

@@ -11,12 +11,16 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 RC=${REALCLIENTS:-$ROOT/../shared/realclients}
 WORK=${WORK:-/tmp/weft-realclients-mesh}
+# MODE=direct (default): nodes may find the direct path. MODE=derp: clients never go direct
+# (TS_DEBUG_ALWAYS_USE_DERP=1), so every packet is relayed by weft-derper, which admits only
+# nodes weft-coordd's /verify accepts.
+MODE=${MODE:-direct}
 
 if [ "${WEFT_IN_SANDBOX:-}" != 1 ]; then
   [ -x "$RC/sandbox.sh" ] || { echo "real-client kit not found at $RC (set REALCLIENTS)" >&2; exit 2; }
   (cd "$ROOT" && cargo build -q -p weft-derper -p weft-coordd)
   bash "$RC/install.sh" "$WORK/clients" >/dev/null
-  export WEFT_IN_SANDBOX=1 WORK ROOT RC
+  export WEFT_IN_SANDBOX=1 WORK ROOT RC MODE
   exec timeout 300 "$RC/sandbox.sh" "$0"
 fi
 
@@ -26,8 +30,13 @@ rm -rf "$WORK/run"; mkdir -p "$WORK/run"; cd "$WORK/run"
 fail() { echo "FAIL: $*"; for f in *.log n*/tailscaled.log; do echo "== $f"; tail -n 30 "$f"; done; exit 1; }
 step() { printf '%s %s\n' "$(date +%T)" "$*"; }
 
+VERIFY=()
+if [ "$MODE" = derp ]; then
+  export TS_DEBUG_ALWAYS_USE_DERP=1
+  VERIFY=(--verify-url http://127.0.0.1:8080/verify)
+fi
 "$BIN/weft-derper" serve --listen 127.0.0.1:3340 --stun-listen 127.0.0.1:3478 \
-  --state-dir "$PWD/derper" >derper.out 2>derper.log &
+  --state-dir "$PWD/derper" "${VERIFY[@]}" >derper.out 2>derper.log &
 for _ in $(seq 1 50); do grep -q CertName derper.out 2>/dev/null && break; sleep 0.2; done
 PIN=$(sed -n 's/^CertName: //p' derper.out)
 [ -n "$PIN" ] || fail "weft-derper printed no certificate pin"
@@ -72,6 +81,9 @@ ts n1 status
 N2=$(ts n2 ip -4)
 ts n1 ping --c 10 --until-direct=false "$N2" >ping.out 2>&1 || { cat ping.out; fail "tailscale ping n1 -> n2"; }
 step "ping: $(tail -n 1 ping.out)"
+if [ "$MODE" = derp ]; then
+  grep -q "via DERP(weft)" ping.out || { cat ping.out; fail "MODE=derp but the ping was not relayed"; }
+fi
 ts n1 ping --tsmp --c 3 "$N2" >tsmp.out 2>&1 || { cat tsmp.out; fail "TSMP ping (through WireGuard)"; }
 step "tsmp: $(tail -n 1 tsmp.out)"
 # MagicDNS name of the peer as the server named it.

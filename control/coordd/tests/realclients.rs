@@ -355,3 +355,97 @@ fn netns_realclients_join_see_reach_and_leave() {
 fn netns_realclients_relayed_through_weft_derper_with_verify() {
     mesh(true).unwrap();
 }
+
+/// Interactive login: `tailscale up` without a key gets an AuthURL and waits; an admin approves
+/// the pending login with the CLI; the client's follow-up request is released and it joins.
+#[test]
+fn netns_realclients_interactive_login_waits_for_admin() {
+    let _serial = serial();
+    let mut lab = Lab::new(false).unwrap();
+    lab.start("n1", false).unwrap();
+    let state = lab.dir.join("n4");
+    std::fs::create_dir_all(&state).unwrap();
+    let tsd = lab.clients.join("tailscaled");
+    let sock = lab.sock("n4");
+    lab.nodes.push(
+        ChildGuard::spawn(
+            "n4",
+            lab.ns.command(&[
+                tsd.to_str().unwrap(),
+                "--tun=userspace-networking",
+                &format!("--statedir={}", state.join("state").display()),
+                &format!("--socket={}", sock.display()),
+                "--port=0",
+                "--no-logs-no-support",
+            ]),
+        )
+        .unwrap(),
+    );
+    wait_until(
+        "n4 socket",
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || Ok(sock.exists()),
+    )
+    .unwrap();
+    let ts = lab.clients.join("tailscale");
+    let mut up = ChildGuard::spawn(
+        "tailscale up n4",
+        lab.ns.command(&[
+            ts.to_str().unwrap(),
+            "--socket",
+            sock.to_str().unwrap(),
+            "up",
+            "--login-server=http://127.0.0.1:8080",
+            "--hostname=n4",
+            "--accept-dns=false",
+            "--timeout=60s",
+        ]),
+    )
+    .unwrap();
+    let mut auth_id = String::new();
+    wait_until(
+        "a pending login",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let pending: serde_json::Value =
+                serde_json::from_str(&lab.admin(&["--json", "pending"])?)?;
+            auth_id = pending
+                .as_array()
+                .and_then(|a| a.first())
+                .and_then(|p| p["auth_id"].as_str())
+                .unwrap_or_default()
+                .to_owned();
+            Ok(!auth_id.is_empty())
+        },
+    )
+    .unwrap();
+    assert!(
+        up.log()
+            .contains(&format!("http://127.0.0.1:8080/register/{auth_id}")),
+        "the client shows the AuthURL: {}",
+        up.log()
+    );
+    assert!(
+        lab.peers("n1").unwrap().is_empty(),
+        "not a member before approval"
+    );
+    lab.admin(&["nodes", "register", "--user", "alice", &auth_id])
+        .unwrap();
+    wait_until(
+        "tailscale up returns",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || Ok(up.try_status()?.is_some()),
+    )
+    .unwrap();
+    assert!(up.try_status().unwrap().unwrap().success(), "{}", up.log());
+    wait_until(
+        "n1 sees n4",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || Ok(lab.peers("n1")? == vec![("n4".into(), "n4.tail.weft.".into(), true)]),
+    )
+    .unwrap();
+}

@@ -23,7 +23,7 @@ forbid() { # forbid CRATE DEP... : CRATE must not depend on any DEP, even indire
 # Rule 1: core crates depend on no runtime, no sockets, no platform crate.
 # (libc arrives indirectly through ring/getrandom for randomness and CPU features; cores may
 # not use it themselves.)
-for core in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-tailcfg; do
+for core in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-tailcfg weft-tailnet; do
   forbid "$core" tokio mio weft-sys weft-dataplane anyhow clap tracing-subscriber
   DEPTH=1 forbid "$core" libc socket2 nix
 done
@@ -34,10 +34,14 @@ done
 # Rule 4: servers don't link client code.
 forbid weft-derper weft-dataplane weft-sys weft-policy
 forbid weft-coord weft-dataplane weft-sys weft-cli
+# The control plane never links the data plane; the coordinator core never links a database.
+forbid weft-coordd weft-dataplane weft-sys weft-cli
+forbid weft-tailnet rusqlite hyper weft-coordstore
+forbid weft-coordstore tokio hyper weft-coord
 # weft-sys knows no protocol.
 forbid weft-sys weft-wg weft-keys weft-packet weft-handoff
 # Rule 5: anyhow, clap and tracing-subscriber only in binaries and the testkit.
-for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-tailcfg weft-sys weft-dataplane; do
+for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-tailcfg weft-tailnet weft-coordstore weft-sys weft-dataplane; do
   forbid "$lib" anyhow clap tracing-subscriber
 done
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The main job, end to end: two hosts (network namespaces joined by a veth "wire"), a weft
+# The main job, end to end. Part 1, the data plane: two hosts (network namespaces joined by a veth "wire"), a weft
 # WireGuard tunnel between them configured with the standard `wg` tool, traffic shown flowing
 # (ping, then a 5-second iperf3 TCP run), the peers' view from `wg show`, and everything
-# removed afterwards — also on Ctrl-C or failure.
+# removed afterwards — also on Ctrl-C or failure. Part 2, the control plane:
+# scripts/demo-tailnet.sh (weft-coordd + weft-derper, two official Tailscale clients).
 #
 #   host A (ns weftdemo-a)                          host B (ns weftdemo-b)
 #   weftA: 10.77.0.1/24  <==== WireGuard ====>      weftB: 10.77.0.2/24
@@ -65,3 +66,7 @@ echo "== wg show on host A"
 ip netns exec $NA wg show weftA
 echo "== wg show on host B"
 ip netns exec $NB wg show weftB
+
+echo
+echo "== part 2: a tailnet run by weft (coordination server + DERP relay, official clients)"
+./scripts/demo-tailnet.sh

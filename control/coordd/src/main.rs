@@ -243,6 +243,7 @@ async fn serve(state_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .init();
     let prepared = config::prepare(state_dir, &args)?;
     let store = weft_coordstore::SqliteStore::open(&prepared.db_path)

@@ -94,6 +94,30 @@ pub enum Request {
     },
     /// Read the policy file again.
     PolicyReload,
+    /// Check a policy against the live tailnet without applying it.
+    PolicyCheck {
+        /// The policy text.
+        text: String,
+    },
+    /// Check a policy, make it live, and write it to the policy file.
+    PolicySet {
+        /// The policy text.
+        text: String,
+    },
+    /// Replace a node's tags.
+    NodesTag {
+        /// Node id.
+        id: i64,
+        /// Tags (`tag:name`); empty to untag.
+        tags: Vec<String>,
+    },
+    /// Set a node's key expiry: never (`None`) or in `secs` seconds.
+    NodesExpiry {
+        /// Node id.
+        id: i64,
+        /// Seconds from now; `None` disables expiry.
+        secs: Option<i64>,
+    },
 }
 
 /// The answer: `ok` with a JSON result, or an error text.
@@ -118,14 +142,13 @@ fn to_json<T: Serialize>(v: T) -> Result<(serde_json::Value, Vec<weft_tailnet::S
 /// Runs one command against the server.
 pub fn execute(server: &Server, req: Request) -> Response {
     let e = |x: weft_tailnet::CoordError| x.to_string();
-    let r: Result<serde_json::Value, String> =
-        match req {
-            Request::UsersCreate { name } => server.with(|c, now| {
-                let ops = c.create_user(now, &name).map_err(e)?;
-                Ok((serde_json::json!({ "name": name }), ops))
-            }),
-            Request::UsersList => server.with(|c, _| {
-                to_json(
+    let r: Result<serde_json::Value, String> = match req {
+        Request::UsersCreate { name } => server.with(|c, now| {
+            let ops = c.create_user(now, &name).map_err(e)?;
+            Ok((serde_json::json!({ "name": name }), ops))
+        }),
+        Request::UsersList => server.with(|c, _| {
+            to_json(
                 c.users()
                     .iter()
                     .map(
@@ -133,66 +156,85 @@ pub fn execute(server: &Server, req: Request) -> Response {
                     )
                     .collect::<Vec<_>>(),
             )
-            }),
-            Request::UsersDelete { name } => {
-                server.with(|c, _| Ok((serde_json::Value::Null, c.delete_user(&name).map_err(e)?)))
-            }
-            Request::KeysCreate {
-                user,
-                reusable,
-                ephemeral,
-                tags,
-                valid_secs,
-            } => server.with(|c, now| {
-                let mut entropy = [0u8; weft_tailnet::authkey::KEY_ENTROPY];
-                getrandom::getrandom(&mut entropy).map_err(|err| err.to_string())?;
-                let (key, ops) = c
-                    .create_key(now, &user, reusable, ephemeral, tags, valid_secs, &entropy)
-                    .map_err(e)?;
-                Ok((
-                    serde_json::json!({ "key": key.text, "prefix": key.prefix }),
-                    ops,
-                ))
-            }),
-            Request::KeysList => server.with(|c, _| to_json(c.keys())),
-            Request::KeysRevoke { prefix } => {
-                server.with(|c, _| Ok((serde_json::Value::Null, c.revoke_key(&prefix).map_err(e)?)))
-            }
-            Request::NodesList => server.with(|c, now| to_json(c.nodes(now))),
-            Request::NodesDelete { id } => server
-                .with(|c, now| Ok((serde_json::Value::Null, c.delete_node(now, id).map_err(e)?))),
-            Request::NodesExpire { id } => server
-                .with(|c, now| Ok((serde_json::Value::Null, c.expire_node(now, id).map_err(e)?))),
-            Request::NodesApproveRoutes { id, routes } => server.with(|c, now| {
-                let routes = routes
-                    .iter()
-                    .map(|r| r.parse::<IpPrefix>().map_err(|err| format!("{r}: {err}")))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok((
-                    serde_json::Value::Null,
-                    c.approve_routes(now, id, routes).map_err(e)?,
-                ))
-            }),
-            Request::NodesRename { id, name } => server.with(|c, now| {
-                Ok((
-                    serde_json::Value::Null,
-                    c.rename_node(now, id, &name).map_err(e)?,
-                ))
-            }),
-            Request::PendingList => server.with(|c, _| {
-                to_json(
-                    c.pending()
-                        .into_iter()
-                        .map(|(id, host)| serde_json::json!({"auth_id": id, "hostname": host}))
-                        .collect::<Vec<_>>(),
-                )
-            }),
-            Request::NodesRegister { user, auth_id } => server.with(|c, now| {
-                let (id, ops) = c.approve_pending(now, &auth_id, &user).map_err(e)?;
-                Ok((serde_json::json!({ "id": id.0 }), ops))
-            }),
-            Request::PolicyReload => server.reload_policy().map(|()| serde_json::Value::Null),
-        };
+        }),
+        Request::UsersDelete { name } => {
+            server.with(|c, _| Ok((serde_json::Value::Null, c.delete_user(&name).map_err(e)?)))
+        }
+        Request::KeysCreate {
+            user,
+            reusable,
+            ephemeral,
+            tags,
+            valid_secs,
+        } => server.with(|c, now| {
+            let mut entropy = [0u8; weft_tailnet::authkey::KEY_ENTROPY];
+            getrandom::getrandom(&mut entropy).map_err(|err| err.to_string())?;
+            let (key, ops) = c
+                .create_key(now, &user, reusable, ephemeral, tags, valid_secs, &entropy)
+                .map_err(e)?;
+            Ok((
+                serde_json::json!({ "key": key.text, "prefix": key.prefix }),
+                ops,
+            ))
+        }),
+        Request::KeysList => server.with(|c, _| to_json(c.keys())),
+        Request::KeysRevoke { prefix } => {
+            server.with(|c, _| Ok((serde_json::Value::Null, c.revoke_key(&prefix).map_err(e)?)))
+        }
+        Request::NodesList => server.with(|c, now| to_json(c.nodes(now))),
+        Request::NodesDelete { id } => {
+            server.with(|c, now| Ok((serde_json::Value::Null, c.delete_node(now, id).map_err(e)?)))
+        }
+        Request::NodesExpire { id } => {
+            server.with(|c, now| Ok((serde_json::Value::Null, c.expire_node(now, id).map_err(e)?)))
+        }
+        Request::NodesApproveRoutes { id, routes } => server.with(|c, now| {
+            let routes = routes
+                .iter()
+                .map(|r| r.parse::<IpPrefix>().map_err(|err| format!("{r}: {err}")))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((
+                serde_json::Value::Null,
+                c.approve_routes(now, id, routes).map_err(e)?,
+            ))
+        }),
+        Request::NodesRename { id, name } => server.with(|c, now| {
+            Ok((
+                serde_json::Value::Null,
+                c.rename_node(now, id, &name).map_err(e)?,
+            ))
+        }),
+        Request::PendingList => server.with(|c, _| {
+            to_json(
+                c.pending()
+                    .into_iter()
+                    .map(|(id, host)| serde_json::json!({"auth_id": id, "hostname": host}))
+                    .collect::<Vec<_>>(),
+            )
+        }),
+        Request::NodesRegister { user, auth_id } => server.with(|c, now| {
+            let (id, ops) = c.approve_pending(now, &auth_id, &user).map_err(e)?;
+            Ok((serde_json::json!({ "id": id.0 }), ops))
+        }),
+        Request::PolicyReload => server.reload_policy().map(|()| serde_json::Value::Null),
+        Request::PolicyCheck { text } => server.with(|c, _| {
+            c.check_policy(&text).map_err(e)?;
+            Ok((serde_json::Value::Null, Vec::new()))
+        }),
+        Request::PolicySet { text } => server.set_policy(&text).map(|()| serde_json::Value::Null),
+        Request::NodesTag { id, tags } => server.with(|c, now| {
+            Ok((
+                serde_json::Value::Null,
+                c.set_tags(now, id, tags).map_err(e)?,
+            ))
+        }),
+        Request::NodesExpiry { id, secs } => server.with(|c, now| {
+            Ok((
+                serde_json::Value::Null,
+                c.set_key_expiry(now, id, secs).map_err(e)?,
+            ))
+        }),
+    };
     match r {
         Ok(result) => Response {
             ok: true,

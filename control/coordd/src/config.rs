@@ -30,21 +30,27 @@ pub const POLICY_FILE: &str = "policy.hujson";
 /// The region id weft uses for a DERP map built from `--derp`.
 pub const DERP_REGION: i64 = 900;
 
-/// Flags of `weft-coordd serve`.
-#[derive(Debug, Clone, Args)]
+/// Flags of `weft-coordd serve`. Each may also be set in the `--config` file (TOML, the same
+/// names with `_` for `-`); a flag given on the command line wins over the file.
+#[derive(Debug, Clone, Default, Args, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct ServeArgs {
-    /// Address to listen on (plain HTTP; official clients accept `http://` control URLs on
-    /// private and loopback addresses).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: String,
-    /// The URL clients use to reach this server (default: `http://<listen>`).
+    /// Config file (TOML). Flags override what it sets.
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080] (plain HTTP; official clients accept
+    /// `http://` control URLs on private and loopback addresses).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The URL clients use to reach this server [default: `http://<listen>`].
     #[arg(long)]
     pub server_url: Option<String>,
-    /// MagicDNS base domain.
-    #[arg(long, default_value = "tail.weft")]
-    pub base_domain: String,
-    /// Policy file (HuJSON). Default `<state-dir>/policy.hujson`, written with the allow-all
-    /// default when missing.
+    /// MagicDNS base domain [default: tail.weft].
+    #[arg(long)]
+    pub base_domain: Option<String>,
+    /// Policy file (HuJSON) [default: `<state-dir>/policy.hujson`, written with the allow-all
+    /// default when missing].
     #[arg(long)]
     pub policy: Option<PathBuf>,
     /// DERP map (Tailscale's JSON `DERPMap`) to send to nodes.
@@ -53,21 +59,21 @@ pub struct ServeArgs {
     /// One DERP relay (`https://host:port`, e.g. a `weft-derper`) as the only region.
     #[arg(long)]
     pub derp: Option<String>,
-    /// STUN port of the `--derp` relay (-1: none).
-    #[arg(long, default_value_t = 3478, allow_negative_numbers = true)]
-    pub derp_stun_port: i64,
+    /// STUN port of the `--derp` relay (-1: none) [default: 3478].
+    #[arg(long, allow_negative_numbers = true)]
+    pub derp_stun_port: Option<i64>,
     /// Certificate pin of the `--derp` relay (`sha256-raw:<hex>`, as `weft-derper` prints it).
     #[arg(long)]
     pub derp_cert_pin: Option<String>,
     /// Let clients skip TLS verification for the `--derp` relay (labs only).
     #[arg(long)]
     pub derp_insecure: bool,
-    /// IPv4 prefix addresses come from.
-    #[arg(long, default_value = "100.64.0.0/10")]
-    pub v4_prefix: String,
-    /// IPv6 prefix addresses come from.
-    #[arg(long, default_value = "fd7a:115c:a1e0::/48")]
-    pub v6_prefix: String,
+    /// IPv4 prefix addresses come from [default: 100.64.0.0/10].
+    #[arg(long)]
+    pub v4_prefix: Option<String>,
+    /// IPv6 prefix addresses come from [default: fd7a:115c:a1e0::/48].
+    #[arg(long)]
+    pub v6_prefix: Option<String>,
     /// Turn MagicDNS off.
     #[arg(long)]
     pub no_magic_dns: bool,
@@ -83,15 +89,73 @@ pub struct ServeArgs {
     /// Extra DNS record, `NAME=IP`; repeatable.
     #[arg(long)]
     pub extra_record: Vec<String>,
-    /// Node key lifetime for user devices (`180d`; `0` = never).
-    #[arg(long, default_value = "180d")]
-    pub key_expiry: String,
-    /// Delete ephemeral nodes after this long offline.
-    #[arg(long, default_value = "30m")]
-    pub ephemeral_timeout: String,
-    /// Keep-alive interval on map streams, seconds (a 0–9 s jitter is added).
-    #[arg(long, default_value_t = 50)]
-    pub keepalive_secs: u64,
+    /// Node key lifetime for user devices (`180d`; `0` = never) [default: 180d].
+    #[arg(long)]
+    pub key_expiry: Option<String>,
+    /// Delete ephemeral nodes after this long offline [default: 30m].
+    #[arg(long)]
+    pub ephemeral_timeout: Option<String>,
+    /// Keep-alive interval on map streams, seconds (a 0–9 s jitter is added) [default: 50].
+    #[arg(long)]
+    pub keepalive_secs: Option<u64>,
+}
+
+impl ServeArgs {
+    /// These flags over `file`'s settings: a flag given wins; lists given on the command line
+    /// replace the file's.
+    pub fn over(self, file: ServeArgs) -> ServeArgs {
+        fn list(a: Vec<String>, b: Vec<String>) -> Vec<String> {
+            if a.is_empty() {
+                b
+            } else {
+                a
+            }
+        }
+        ServeArgs {
+            config: self.config,
+            listen: self.listen.or(file.listen),
+            server_url: self.server_url.or(file.server_url),
+            base_domain: self.base_domain.or(file.base_domain),
+            policy: self.policy.or(file.policy),
+            derp_map: self.derp_map.or(file.derp_map),
+            derp: self.derp.or(file.derp),
+            derp_stun_port: self.derp_stun_port.or(file.derp_stun_port),
+            derp_cert_pin: self.derp_cert_pin.or(file.derp_cert_pin),
+            derp_insecure: self.derp_insecure || file.derp_insecure,
+            v4_prefix: self.v4_prefix.or(file.v4_prefix),
+            v6_prefix: self.v6_prefix.or(file.v6_prefix),
+            no_magic_dns: self.no_magic_dns || file.no_magic_dns,
+            nameserver: list(self.nameserver, file.nameserver),
+            search_domain: list(self.search_domain, file.search_domain),
+            split_dns: list(self.split_dns, file.split_dns),
+            extra_record: list(self.extra_record, file.extra_record),
+            key_expiry: self.key_expiry.or(file.key_expiry),
+            ephemeral_timeout: self.ephemeral_timeout.or(file.ephemeral_timeout),
+            keepalive_secs: self.keepalive_secs.or(file.keepalive_secs),
+        }
+    }
+
+    /// Reads `--config` (if given) and applies these flags over it.
+    ///
+    /// # Errors
+    /// When the file cannot be read or has an unknown key or a bad value.
+    pub fn resolve(self) -> anyhow::Result<ServeArgs> {
+        let Some(path) = self.config.clone() else {
+            return Ok(self);
+        };
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let file: ServeArgs =
+            toml::from_str(&text).with_context(|| format!("{}: invalid config", path.display()))?;
+        Ok(self.over(file))
+    }
+
+    /// The listen address in force.
+    pub fn listen_addr(&self) -> String {
+        self.listen
+            .clone()
+            .unwrap_or_else(|| "127.0.0.1:8080".into())
+    }
 }
 
 /// What `serve` starts from.
@@ -166,10 +230,13 @@ pub fn prepare(state_dir: &Path, a: &ServeArgs) -> anyhow::Result<Prepared> {
     let server_url = a
         .server_url
         .clone()
-        .unwrap_or_else(|| format!("http://{}", a.listen));
-    let mut cfg = Config::new(server_url, a.base_domain.trim_end_matches('.'));
-    let (v4, l4) = parse_prefix(&a.v4_prefix).context("--v4-prefix")?;
-    let (v6, l6) = parse_prefix(&a.v6_prefix).context("--v6-prefix")?;
+        .unwrap_or_else(|| format!("http://{}", a.listen_addr()));
+    let base_domain = a.base_domain.clone().unwrap_or_else(|| "tail.weft".into());
+    let mut cfg = Config::new(server_url, base_domain.trim_end_matches('.'));
+    let (v4, l4) =
+        parse_prefix(a.v4_prefix.as_deref().unwrap_or("100.64.0.0/10")).context("--v4-prefix")?;
+    let (v6, l6) = parse_prefix(a.v6_prefix.as_deref().unwrap_or("fd7a:115c:a1e0::/48"))
+        .context("--v6-prefix")?;
     cfg.v4 = match v4 {
         IpAddr::V4(v) => V4Range::new(v, l4).ok_or_else(|| anyhow!("--v4-prefix too small"))?,
         IpAddr::V6(_) => bail!("--v4-prefix must be IPv4"),
@@ -216,10 +283,11 @@ pub fn prepare(state_dir: &Path, a: &ServeArgs) -> anyhow::Result<Prepared> {
             })
             .collect::<anyhow::Result<_>>()?,
     };
-    let expiry = parse_duration(&a.key_expiry).context("--key-expiry")?;
+    let expiry =
+        parse_duration(a.key_expiry.as_deref().unwrap_or("180d")).context("--key-expiry")?;
     cfg.key_expiry_secs = (expiry > 0).then_some(expiry);
-    cfg.ephemeral_timeout_secs =
-        parse_duration(&a.ephemeral_timeout).context("--ephemeral-timeout")?;
+    cfg.ephemeral_timeout_secs = parse_duration(a.ephemeral_timeout.as_deref().unwrap_or("30m"))
+        .context("--ephemeral-timeout")?;
     cfg.derp_map = derp_map(a)?;
     if cfg.derp_map.regions.is_empty() {
         tracing::warn!("no DERP map (--derp or --derp-map): nodes that cannot reach each other directly will not connect");
@@ -284,7 +352,7 @@ fn derp_map(a: &ServeArgs) -> anyhow::Result<DerpMap> {
         region_id: DERP_REGION,
         host_name: host.to_owned(),
         derp_port: port,
-        stun_port: a.derp_stun_port,
+        stun_port: a.derp_stun_port.unwrap_or(3478),
         insecure_for_tests: a.derp_insecure,
         cert_name: a.derp_cert_pin.clone().unwrap_or_default(),
         ..DerpNode::default()
@@ -317,6 +385,27 @@ fn derp_map(a: &ServeArgs) -> anyhow::Result<DerpMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file: ServeArgs = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\nbase_domain = \"corp.example\"\nnameserver = [\"1.1.1.1\"]\nkeepalive_secs = 30\n",
+        )
+        .unwrap();
+        let flags = ServeArgs {
+            listen: Some("127.0.0.1:8080".into()),
+            ..ServeArgs::default()
+        };
+        let merged = flags.over(file);
+        assert_eq!(merged.listen_addr(), "127.0.0.1:8080");
+        assert_eq!(merged.base_domain.as_deref(), Some("corp.example"));
+        assert_eq!(merged.nameserver, vec!["1.1.1.1".to_owned()]);
+        assert_eq!(merged.keepalive_secs, Some(30));
+        assert!(
+            toml::from_str::<ServeArgs>("lisen = \"x\"").is_err(),
+            "unknown keys are refused"
+        );
+    }
 
     #[test]
     fn durations() {

@@ -43,15 +43,27 @@ enum Cmd {
     #[command(subcommand)]
     Users(UsersCmd),
     /// Pre-auth keys.
-    #[command(subcommand)]
+    #[command(subcommand, name = "preauthkeys", visible_alias = "keys")]
     Keys(KeysCmd),
     /// Nodes.
     #[command(subcommand)]
     Nodes(NodesCmd),
     /// Interactive logins waiting for approval.
     Pending,
-    /// Read the policy file again (as SIGHUP does).
-    ReloadPolicy,
+    /// The ACL policy.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Check a policy file against the running server's tailnet, without applying it (with
+    /// no server running, against an empty tailnet).
+    Check { file: PathBuf },
+    /// Check a policy file, make it live and store it as the server's policy file.
+    Set { file: PathBuf },
+    /// Read the server's policy file again (as SIGHUP does).
+    Reload,
 }
 
 #[derive(Subcommand)]
@@ -112,6 +124,22 @@ enum NodesCmd {
     ApproveRoutes { id: i64, routes: Vec<String> },
     /// Rename a node's MagicDNS name.
     Rename { id: i64, name: String },
+    /// Replace a node's tags (`tag:a,tag:b`; nothing to untag).
+    Tag {
+        id: i64,
+        #[arg(value_delimiter = ',')]
+        tags: Vec<String>,
+    },
+    /// Turn a node's key expiry off (`--never`) or set it (`--in 90d`).
+    Expiry {
+        id: i64,
+        /// The key never expires.
+        #[arg(long, conflicts_with = "r#in")]
+        never: bool,
+        /// The key expires this long from now.
+        #[arg(long = "in")]
+        r#in: Option<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -148,8 +176,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Request::NodesApproveRoutes { id, routes }
         }
         Cmd::Nodes(NodesCmd::Rename { id, name }) => Request::NodesRename { id, name },
+        Cmd::Nodes(NodesCmd::Tag { id, tags }) => Request::NodesTag { id, tags },
+        Cmd::Nodes(NodesCmd::Expiry { id, never, r#in }) => Request::NodesExpiry {
+            id,
+            secs: match (never, r#in) {
+                (true, _) => None,
+                (false, Some(d)) => Some(config::parse_duration(&d)?),
+                (false, None) => bail!("give --never or --in DURATION"),
+            },
+        },
         Cmd::Pending => Request::PendingList,
-        Cmd::ReloadPolicy => Request::PolicyReload,
+        Cmd::Policy(PolicyCmd::Reload) => Request::PolicyReload,
+        Cmd::Policy(PolicyCmd::Set { file }) => Request::PolicySet {
+            text: std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?,
+        },
+        Cmd::Policy(PolicyCmd::Check { file }) => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let sock = cli.state_dir.join(config::ADMIN_SOCKET);
+            if !sock.exists() {
+                let policy =
+                    weft_policy::Policy::load(&text, &weft_policy::Tailnet::new(Vec::new()))
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+                drop(policy);
+                println!(
+                    "ok (checked against an empty tailnet: no server at {})",
+                    sock.display()
+                );
+                return Ok(());
+            }
+            Request::PolicyCheck { text }
+        }
     };
     let resp = admin::call(&cli.state_dir.join(config::ADMIN_SOCKET), &req).await?;
     if !resp.ok {
@@ -245,6 +303,7 @@ async fn serve(state_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
+    let args = args.resolve()?;
     let prepared = config::prepare(state_dir, &args)?;
     let store = weft_coordstore::SqliteStore::open(&prepared.db_path)
         .with_context(|| format!("opening {}", prepared.db_path.display()))?;
@@ -254,7 +313,7 @@ async fn serve(state_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         prepared.policy_text.clone(),
         Some(prepared.policy_path.clone()),
         Timing {
-            keepalive: std::time::Duration::from_secs(args.keepalive_secs.max(1)),
+            keepalive: std::time::Duration::from_secs(args.keepalive_secs.unwrap_or(50).max(1)),
             ..Timing::default()
         },
     )
@@ -276,11 +335,12 @@ async fn serve(state_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
             }
         });
     }
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listen = args.listen_addr();
+    let listener = tokio::net::TcpListener::bind(&listen)
         .await
-        .with_context(|| format!("listening on {}", args.listen))?;
+        .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(
-        listen = %args.listen,
+        listen = %listen,
         url = %prepared.config.server_url,
         state_dir = %state_dir.display(),
         "weft-coordd serving"

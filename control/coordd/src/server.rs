@@ -212,6 +212,32 @@ impl Server {
         Ok(())
     }
 
+    /// Checks `text`, makes it live, and writes it to the policy file (atomically: a
+    /// temporary file, fsync, rename), so that a restart keeps it.
+    ///
+    /// # Errors
+    /// Why it was refused (the old policy stays, in force and on disk).
+    pub fn set_policy(&self, text: &str) -> Result<(), String> {
+        let Some(path) = &self.policy_path else {
+            return Err("no policy file configured".into());
+        };
+        self.with(|c, _| {
+            c.check_policy(text)
+                .map(|()| ((), Vec::new()))
+                .map_err(|e| e.to_string())
+        })?;
+        write_atomically(path, text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+        self.with(|c, now| {
+            c.set_policy(now, text)
+                .map(|()| ((), Vec::new()))
+                .map_err(|e| e.to_string())
+        })?;
+        if let Ok(mut t) = self.policy_text.lock() {
+            text.clone_into(&mut t);
+        }
+        Ok(())
+    }
+
     /// Housekeeping every `timing.tick` until the runtime stops.
     pub async fn run_housekeeping(self: Arc<Self>) {
         let mut t = tokio::time::interval(self.timing.tick);
@@ -407,6 +433,21 @@ impl Server {
         let allow = self.lock().coord.admits(&req.node_public, now());
         json_response(StatusCode::OK, &DerpAdmitClientResponse { allow })
     }
+}
+
+/// Replaces `path` with `bytes` so that a crash leaves the old file or the new one, never a
+/// mix.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// The [`Handler`] the HTTP layer calls.

@@ -305,6 +305,62 @@ impl Coordinator {
         Ok(ops)
     }
 
+    /// Replaces a node's tags (`tag:name` each; empty makes it a user's device again). Tagged
+    /// nodes' keys do not expire; a node that loses its tags gets the default key lifetime
+    /// from now.
+    ///
+    /// # Errors
+    /// [`CoordError::UnknownNode`], [`CoordError::BadTag`].
+    pub fn set_tags(
+        &mut self,
+        now: Time,
+        id: i64,
+        mut tags: Vec<String>,
+    ) -> Result<Vec<StoreOp>, CoordError> {
+        if let Some(bad) = tags.iter().find(|t| !valid_tag(t)) {
+            return Err(CoordError::BadTag(bad.clone()));
+        }
+        tags.sort();
+        tags.dedup();
+        let id = NodeId(id);
+        let default_expiry = self.cfg.key_expiry_secs;
+        let n = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(CoordError::UnknownNode(id.0))?;
+        if tags.is_empty() && !n.tags.is_empty() {
+            n.key_expiry = default_expiry.map_or(Time::ZERO, |s| add_secs(now, s));
+        } else if !tags.is_empty() {
+            n.key_expiry = Time::ZERO;
+        }
+        n.tags = tags;
+        let mut ops = Vec::new();
+        self.node_updated(now, id, true, &mut ops);
+        Ok(ops)
+    }
+
+    /// Turns a node's key expiry off (`None`: the key never expires) or sets it to expire
+    /// `secs` from now.
+    ///
+    /// # Errors
+    /// [`CoordError::UnknownNode`].
+    pub fn set_key_expiry(
+        &mut self,
+        now: Time,
+        id: i64,
+        secs: Option<i64>,
+    ) -> Result<Vec<StoreOp>, CoordError> {
+        let id = NodeId(id);
+        let n = self
+            .nodes
+            .get_mut(&id)
+            .ok_or(CoordError::UnknownNode(id.0))?;
+        n.key_expiry = secs.map_or(Time::ZERO, |s| add_secs(now, s.max(1)));
+        let mut ops = Vec::new();
+        self.node_updated(now, id, false, &mut ops);
+        Ok(ops)
+    }
+
     /// Renames a node's MagicDNS label (sticks across hostname changes).
     ///
     /// # Errors

@@ -359,6 +359,17 @@ impl Coordinator {
         t
     }
 
+    /// Checks a policy against the current tailnet (parse, validate, compile, run its
+    /// `tests`) without making it live.
+    ///
+    /// # Errors
+    /// [`CoordError::Policy`], naming the line and the reason.
+    pub fn check_policy(&self, text: &str) -> Result<(), CoordError> {
+        Policy::load(text, &self.policy_tailnet())
+            .map(|_| ())
+            .map_err(|e| CoordError::Policy(e.to_string()))
+    }
+
     /// Replaces the policy. The new one must parse, validate and pass its `tests`; otherwise
     /// the old one stays in force and the error says why. Every open session gets the filter
     /// and peer changes.

@@ -408,21 +408,16 @@ fn ephemeral_nodes_go_after_the_timeout_offline() {
 }
 
 const TWO_USERS: &str = r#"{
-  "tagOwners": {"tag:server": ["alice"]},
+  "tagOwners": {"tag:server": ["alice@"]},
   "acls": [
-    {"action": "accept", "src": ["alice"], "dst": ["alice:*", "tag:server:22"]},
-    {"action": "accept", "src": ["bob"], "dst": ["bob:*"]},
+    {"action": "accept", "src": ["alice@"], "dst": ["alice@:*", "tag:server:22"]},
+    {"action": "accept", "src": ["bob@"], "dst": ["bob@:*"]},
   ],
 }"#;
 
 #[test]
 fn policy_decides_peers_and_filters_and_changes_are_pushed() {
-    let two = TWO_USERS
-        .replace("[\"alice\"]", "[\"alice@\"]")
-        .replace("[\"bob\"]", "[\"bob@\"]")
-        .replace("\"alice:*\"", "\"alice@:*\"")
-        .replace("\"bob:*\"", "\"bob@:*\"");
-    let mut lab = Lab::new(&two);
+    let mut lab = Lab::new(TWO_USERS);
     let ka = lab.key("alice", true, false, &[]);
     let kb = lab.key("bob", true, false, &[]);
     let ks = lab.key("alice", true, false, &["tag:server"]);
@@ -670,4 +665,71 @@ fn key_from(n: u32, salt: u8) -> weft_keys::PublicKey {
     let mut b = [salt; 32];
     b[1..5].copy_from_slice(&n.to_le_bytes());
     PrivateKey::from_bytes(b).public_key()
+}
+
+#[test]
+fn tags_and_key_expiry_are_set_per_node() {
+    let mut lab = Lab::new(TWO_USERS);
+    let ka = lab.key("alice", true, false, &[]);
+    let (a1, a2) = (dev(1, "a1"), dev(2, "a2"));
+    lab.join(&a1, &ka);
+    lab.join(&a2, &ka);
+    let (s1, m) = lab.stream(t(2), &a1);
+    assert_eq!(peer_ids(&m), vec![2]);
+    assert!(!m.node.as_ref().unwrap().key_expiry.is_zero());
+    lab.c.take_updates();
+    // Tagging a2 as a server: alice's devices may reach it on port 22 only; its key no
+    // longer expires.
+    assert_eq!(
+        lab.c.set_tags(t(3), 2, vec!["server".into()]).unwrap_err(),
+        CoordError::BadTag("server".into())
+    );
+    let ops = lab.c.set_tags(t(3), 2, vec!["tag:server".into()]).unwrap();
+    lab.apply(ops);
+    let ups = lab.c.take_updates();
+    let a2_wire = Lab::sent_to(&ups, s1)
+        .iter()
+        .flat_map(|m| m.peers_changed.clone())
+        .find(|p| p.id == 2)
+        .unwrap();
+    assert_eq!(a2_wire.tags, vec!["tag:server".to_owned()]);
+    assert!(a2_wire.key_expiry.is_zero());
+    assert_eq!(
+        lab.store.load().unwrap().nodes[1].tags,
+        vec!["tag:server".to_owned()]
+    );
+    // Expiry off for a1, then on again.
+    let ops = lab.c.set_key_expiry(t(4), 1, None).unwrap();
+    lab.apply(ops);
+    assert!(lab.store.load().unwrap().nodes[0].key_expiry.is_zero());
+    let ops = lab.c.set_key_expiry(t(4), 1, Some(60)).unwrap();
+    lab.apply(ops);
+    lab.c.tick(t(5));
+    lab.c.take_updates();
+    lab.c.tick(t(65));
+    assert!(lab.c.nodes(t(65))[0].expired);
+    assert_eq!(
+        lab.c.set_key_expiry(t(4), 9, None).unwrap_err(),
+        CoordError::UnknownNode(9)
+    );
+}
+
+#[test]
+fn a_policy_is_checked_without_being_applied() {
+    let mut lab = Lab::new(weft_policy::DEFAULT_POLICY);
+    let k = lab.key("alice", true, false, &[]);
+    lab.join(&dev(1, "a"), &k);
+    lab.join(&dev(2, "b"), &k);
+    let (_s, _) = lab.stream(t(2), &dev(1, "a"));
+    lab.c.take_updates();
+    lab.c.check_policy(TWO_USERS).unwrap();
+    let err = lab
+        .c
+        .check_policy("{\n  \"acls\": [\n    {\"action\": \"drop\"}\n  ]\n}")
+        .unwrap_err();
+    assert!(
+        matches!(&err, CoordError::Policy(m) if m.contains("line 3")),
+        "{err}"
+    );
+    assert!(lab.c.take_updates().is_empty(), "checking changes nothing");
 }

@@ -195,6 +195,18 @@ impl Lab {
     }
 
     fn start(&mut self, node: &str, force_derp: bool) -> Result<()> {
+        self.start_with(node, force_derp, &[], &[])
+    }
+
+    /// Starts `tailscaled` for `node` (extra daemon flags in `daemon`) and logs it in with the
+    /// pre-auth key (extra `tailscale up` flags in `up`).
+    fn start_with(
+        &mut self,
+        node: &str,
+        force_derp: bool,
+        daemon: &[&str],
+        up: &[&str],
+    ) -> Result<()> {
         let state = self.dir.join(node);
         std::fs::create_dir_all(&state)?;
         let tsd = self.clients.join("tailscaled");
@@ -207,6 +219,7 @@ impl Lab {
             "--port=0",
             "--no-logs-no-support",
         ]);
+        cmd.args(daemon);
         if force_derp {
             cmd.env("TS_DEBUG_ALWAYS_USE_DERP", "1");
         }
@@ -217,19 +230,19 @@ impl Lab {
             Duration::from_millis(100),
             || Ok(sock.exists()),
         )?;
-        self.ts(
-            node,
-            &[
-                "up",
-                "--login-server=http://127.0.0.1:8080",
-                &format!("--auth-key={}", self.key),
-                &format!("--hostname={node}"),
-                "--accept-dns=false",
-                "--timeout=40s",
-            ],
-            Duration::from_secs(50),
-        )
-        .with_context(|| format!("tailscale up {node}"))?;
+        let key = format!("--auth-key={}", self.key);
+        let host = format!("--hostname={node}");
+        let mut args = vec![
+            "up",
+            "--login-server=http://127.0.0.1:8080",
+            &key,
+            &host,
+            "--accept-dns=false",
+            "--timeout=40s",
+        ];
+        args.extend_from_slice(up);
+        self.ts(node, &args, Duration::from_secs(50))
+            .with_context(|| format!("tailscale up {node}"))?;
         Ok(())
     }
 
@@ -446,6 +459,148 @@ fn netns_realclients_interactive_login_waits_for_admin() {
         Duration::from_secs(30),
         Duration::from_millis(300),
         || Ok(lab.peers("n1")? == vec![("n4".into(), "n4.tail.weft.".into(), true)]),
+    )
+    .unwrap();
+}
+
+/// `curl` through n1's SOCKS5 proxy into the tailnet: whether `url` answered within 4 s.
+fn reachable(lab: &Lab, url: &str) -> Result<bool> {
+    let out = lab.ns.exec_env(
+        Duration::from_secs(10),
+        &[],
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "4",
+            "--socks5-hostname",
+            "127.0.0.1:1055",
+            url,
+        ],
+    )?;
+    Ok(out.status.success())
+}
+
+/// A policy change reaches the nodes and changes what they can reach; an approved subnet
+/// route appears in the peer's map.
+#[test]
+fn netns_realclients_policy_changes_reachability_and_routes_appear() {
+    let _serial = serial();
+    let mut lab = Lab::new(false).unwrap();
+    lab.start_with("n1", false, &["--socks5-server=127.0.0.1:1055"], &[])
+        .unwrap();
+    lab.start_with("n2", false, &[], &["--advertise-routes=10.99.0.0/24"])
+        .unwrap();
+    // n2 serves HTTP on the namespace's loopback; userspace tailscaled hands inbound tailnet
+    // connections to 127.0.0.1.
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from n2\n").unwrap();
+    let _http = lab
+        .ns
+        .spawn(
+            "http.server",
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                www.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    wait_until(
+        "n1 sees n2",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || Ok(lab.peers("n1")?.iter().any(|p| p.0 == "n2" && p.2)),
+    )
+    .unwrap();
+    wait_until(
+        "n1 reaches n2:8000",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || reachable(&lab, "http://100.64.0.2:8000/"),
+    )
+    .unwrap();
+
+    // Only port 22 between alice's devices: the peer stays visible, port 8000 is refused.
+    let only_ssh = lab.dir.join("only-ssh.hujson");
+    std::fs::write(
+        &only_ssh,
+        "// alice's devices reach each other on 22 only\n{\"acls\": [{\"action\": \"accept\", \"src\": [\"alice@\"], \"dst\": [\"alice@:22\"]},],}\n",
+    )
+    .unwrap();
+    lab.admin(&["policy", "check", only_ssh.to_str().unwrap()])
+        .unwrap();
+    lab.admin(&["policy", "set", only_ssh.to_str().unwrap()])
+        .unwrap();
+    wait_until(
+        "n2:8000 refused under the new policy",
+        Duration::from_secs(20),
+        Duration::from_millis(500),
+        || Ok(!reachable(&lab, "http://100.64.0.2:8000/")?),
+    )
+    .unwrap();
+    assert!(
+        lab.peers("n1").unwrap().iter().any(|p| p.0 == "n2"),
+        "still a peer (port 22 is allowed)"
+    );
+    // A broken policy is refused and the one in force stays.
+    let broken = lab.dir.join("broken.hujson");
+    std::fs::write(&broken, "{\"acls\": [{\"action\": \"accept\", \"src\": [\"nobody@\"], \"dst\": [\"*:*\"]}], \"tests\": [{\"src\": \"alice@\", \"accept\": [\"alice@:80\"]}]}").unwrap();
+    let err = lab
+        .admin(&["policy", "set", broken.to_str().unwrap()])
+        .unwrap_err();
+    assert!(err.to_string().contains("policy refused"), "{err}");
+    // Nothing allowed: the peers vanish from each other's maps.
+    let none = lab.dir.join("none.hujson");
+    std::fs::write(&none, "{\"acls\": []}").unwrap();
+    lab.admin(&["policy", "set", none.to_str().unwrap()])
+        .unwrap();
+    wait_until(
+        "peers vanish under deny-all",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || Ok(lab.peers("n1")?.is_empty()),
+    )
+    .unwrap();
+    // Back to allow-all, then approve n2's advertised route: it appears in n1's map.
+    let all = lab.dir.join("all.hujson");
+    std::fs::write(&all, weft_policy::DEFAULT_POLICY).unwrap();
+    lab.admin(&["policy", "set", all.to_str().unwrap()])
+        .unwrap();
+    wait_until(
+        "peers back",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || Ok(!lab.peers("n1")?.is_empty()),
+    )
+    .unwrap();
+    let routes_of_n2 = |lab: &Lab| -> Result<Vec<String>> {
+        let s = lab.status("n1")?;
+        Ok(s["Peer"]
+            .as_object()
+            .and_then(|m| m.values().find(|p| p["HostName"] == "n2"))
+            .and_then(|p| p["PrimaryRoutes"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect())
+    };
+    assert!(routes_of_n2(&lab).unwrap().is_empty(), "not approved yet");
+    lab.admin(&["nodes", "approve-routes", "2", "10.99.0.0/24"])
+        .unwrap();
+    wait_until(
+        "n2's route in n1's map",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || Ok(routes_of_n2(&lab)? == vec!["10.99.0.0/24".to_owned()]),
     )
     .unwrap();
 }

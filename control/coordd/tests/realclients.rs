@@ -604,3 +604,127 @@ fn netns_realclients_policy_changes_reachability_and_routes_appear() {
     )
     .unwrap();
 }
+
+/// Older client code: tsnet of tailscale.com 1.90 (inside caddy) and 1.86 (a TCP forwarder)
+/// join the same tailnet as tailscaled 1.96 and carry HTTP both ways.
+#[test]
+fn netns_realclients_older_tsnet_clients_join_and_carry_traffic() {
+    let _serial = serial();
+    let mut lab = Lab::new(false).unwrap();
+    lab.start_with("n1", false, &["--socks5-server=127.0.0.1:1055"], &[])
+        .unwrap();
+    let www = lab.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from n1\n").unwrap();
+    let _http = lab
+        .ns
+        .spawn(
+            "http.server",
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                "8000",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+                www.to_str().unwrap(),
+            ],
+        )
+        .unwrap();
+    // caddy: tsnet node "weft-web" answers on tailnet port 80; tsnet node "weft-probe" carries
+    // a local proxy (127.0.0.1:18080) to n1's HTTP server over the tailnet.
+    let caddyfile = lab.dir.join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tauto_https off\n\ttailscale {{\n\t\tcontrol_url http://127.0.0.1:8080\n\t\tauth_key {key}\n\t\tephemeral\n\t\tstate_dir {state}\n\t\tweft-web {{\n\t\t\thostname weft-web\n\t\t}}\n\t\tweft-probe {{\n\t\t\thostname weft-probe\n\t\t}}\n\t}}\n}}\n\n:80 {{\n\tbind tailscale/weft-web\n\trespond \"hello from weft-web\"\n}}\n\nhttp://127.0.0.1:18080 {{\n\tbind 127.0.0.1\n\treverse_proxy http://100.64.0.1:8000 {{\n\t\ttransport tailscale weft-probe\n\t}}\n}}\n",
+            key = lab.key,
+            state = lab.dir.join("caddy-ts").display(),
+        ),
+    )
+    .unwrap();
+    let caddy = lab.clients.join("caddy");
+    let mut caddy_cmd = lab.ns.command(&[
+        caddy.to_str().unwrap(),
+        "run",
+        "--config",
+        caddyfile.to_str().unwrap(),
+        "--adapter",
+        "caddyfile",
+    ]);
+    caddy_cmd.env("HOME", lab.dir.join("caddy-home"));
+    lab.nodes
+        .push(ChildGuard::spawn("caddy", caddy_cmd).unwrap());
+    let curl = |url: &str, socks: bool| -> Result<String> {
+        let mut argv = vec!["curl", "-s", "--max-time", "4"];
+        if socks {
+            argv.extend(["--socks5-hostname", "127.0.0.1:1055"]);
+        }
+        argv.push(url);
+        let out = lab.ns.exec_env(Duration::from_secs(10), &[], &argv)?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    // 1.90 → 1.96: caddy's probe node reaches n1.
+    wait_until(
+        "caddy (tsnet 1.90) reaches n1",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || Ok(curl("http://127.0.0.1:18080/", false)? == "hello from n1\n"),
+    )
+    .unwrap();
+    // 1.96 → 1.90: n1 reaches caddy's web node by its tailnet address.
+    let web_ip = |lab: &Lab| -> Result<String> {
+        let s = lab.status("n1")?;
+        Ok(s["Peer"]
+            .as_object()
+            .and_then(|m| m.values().find(|p| p["HostName"] == "weft-web"))
+            .and_then(|p| p["TailscaleIPs"][0].as_str().map(str::to_owned))
+            .unwrap_or_default())
+    };
+    let mut ip = String::new();
+    wait_until(
+        "weft-web in n1's map",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            ip = web_ip(&lab)?;
+            Ok(!ip.is_empty())
+        },
+    )
+    .unwrap();
+    wait_until(
+        "n1 reaches weft-web",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || Ok(curl(&format!("http://{ip}/"), true)? == "hello from weft-web"),
+    )
+    .unwrap();
+    // 1.86 → 1.90: the forwarder finds weft-web by name among its peers.
+    let fwd = lab.clients.join("ts-forwarder");
+    let req = format!(
+        "{{\"action\":\"start\",\"control_url\":\"http://127.0.0.1:8080\",\"auth_key\":\"{}\",\"hostname\":\"weft-fwd\",\"ephemeral\":true,\"remote_host\":\"weft-web\",\"remote_port\":80,\"local_port\":15080}}\n",
+        lab.key
+    );
+    let req_file = lab.dir.join("fwd-request.json");
+    std::fs::write(&req_file, req).unwrap();
+    let mut fwd_cmd = lab.ns.command(&[
+        "sh",
+        "-c",
+        &format!("exec {} < {}", fwd.display(), req_file.display()),
+    ]);
+    fwd_cmd.env("HOME", lab.dir.join("fwd-home"));
+    lab.nodes
+        .push(ChildGuard::spawn("ts-forwarder", fwd_cmd).unwrap());
+    wait_until(
+        "ts-forwarder (tsnet 1.86) reaches weft-web",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || Ok(curl("http://127.0.0.1:15080/", false)? == "hello from weft-web"),
+    )
+    .unwrap();
+    let nodes = lab.admin(&["nodes", "list"]).unwrap();
+    for name in ["n1", "weft-web", "weft-probe", "weft-fwd"] {
+        assert!(nodes.contains(name), "{name} missing:\n{nodes}");
+    }
+}

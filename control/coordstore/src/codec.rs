@@ -1,7 +1,12 @@
-//! Records to column values and back.
+//! Records to column values and back, for both backends.
 //!
-//! Why every read is checked: the database file is outside the process's control (an admin
-//! with the `sqlite3` shell, a disk error, a downgrade), and the coordinator must refuse to
+//! Why one codec for SQLite and PostgreSQL: both store the same text forms (prefixed keys,
+//! RFC 3339 times, JSON lists), so a record reads back identically from either, and the rules
+//! below are written and tested once. Reads go through [`Columns`], writes through the
+//! `*_row` encoders whose values each backend binds as parameters.
+//!
+//! Why every read is checked: the database is outside the process's control (an admin
+//! with the `sqlite3` shell or `psql`, a disk error, a downgrade), and the coordinator must refuse to
 //! start on a value it cannot trust rather than panic or invent a default. Every malformed
 //! value becomes [`StoreError::Corrupt`] naming the column. Error details never carry a
 //! secret: key parse errors do not echo their input, and `secret_hash` is only ever described
@@ -37,7 +42,7 @@ pub(crate) const NODE_COLUMNS: &str = "id, machine, node_key, disco_key, user_id
      hostname, given_name, ipv4, ipv6, hostinfo, endpoints, key_expiry, created, last_seen, \
      approved_routes, ephemeral, auth_key";
 
-fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
+pub(crate) fn corrupt(what: &'static str, detail: impl ToString) -> StoreError {
     StoreError::Corrupt {
         what,
         detail: detail.to_string(),
@@ -89,8 +94,43 @@ pub(crate) fn bool_int(b: bool) -> i64 {
     i64::from(b)
 }
 
-/// Reads one column. A value of the wrong storage class or range is corruption; anything
-/// else SQLite reports is a backend failure.
+/// Checks counter `name`'s stored value `next` (None: its row is missing) against the
+/// largest id in use: a counter at or below it would hand out that id again.
+pub(crate) fn check_next(
+    name: &'static str,
+    next: Option<i64>,
+    max_id: Option<i64>,
+) -> Result<i64, StoreError> {
+    let next = next.ok_or_else(|| corrupt("counters", format!("no counter row for {name}")))?;
+    match max_id {
+        Some(max_id) if next <= max_id => Err(corrupt(
+            "counters",
+            format!("next {name} id {next} is not above id {max_id} in use"),
+        )),
+        _ => Ok(next),
+    }
+}
+
+/// One row of a query, as either backend returns it. Each method reads the named column; a
+/// NULL where a value is required, a value of the wrong type or out of range is
+/// [`StoreError::Corrupt`] naming `what`.
+pub(crate) trait Columns {
+    /// A TEXT column.
+    fn text(&self, name: &str, what: &'static str) -> Result<String, StoreError>;
+    /// A nullable TEXT column.
+    fn opt_text(&self, name: &str, what: &'static str) -> Result<Option<String>, StoreError>;
+    /// An integer column.
+    fn int(&self, name: &str, what: &'static str) -> Result<i64, StoreError>;
+    /// A nullable integer column.
+    fn opt_int(&self, name: &str, what: &'static str) -> Result<Option<i64>, StoreError>;
+    /// A byte-string column.
+    fn bytes(&self, name: &str, what: &'static str) -> Result<Vec<u8>, StoreError>;
+    /// A boolean column (SQLite: INTEGER 0 or 1; PostgreSQL: BOOLEAN).
+    fn boolean(&self, name: &str, what: &'static str) -> Result<bool, StoreError>;
+}
+
+/// Reads one SQLite column. A value of the wrong storage class or range is corruption;
+/// anything else SQLite reports is a backend failure.
 fn col<T: FromSql>(row: &Row<'_>, name: &str, what: &'static str) -> Result<T, StoreError> {
     row.get::<_, T>(name).map_err(|e| match e {
         rusqlite::Error::InvalidColumnType(..)
@@ -100,66 +140,96 @@ fn col<T: FromSql>(row: &Row<'_>, name: &str, what: &'static str) -> Result<T, S
     })
 }
 
-fn time_col(row: &Row<'_>, name: &str, what: &'static str) -> Result<Time, StoreError> {
-    let text: String = col(row, name, what)?;
-    Time::parse(&text).map_err(|e| corrupt(what, e))
-}
+impl Columns for Row<'_> {
+    fn text(&self, name: &str, what: &'static str) -> Result<String, StoreError> {
+        col(self, name, what)
+    }
 
-fn opt_time_col(row: &Row<'_>, name: &str, what: &'static str) -> Result<Option<Time>, StoreError> {
-    let text: Option<String> = col(row, name, what)?;
-    text.map(|t| Time::parse(&t).map_err(|e| corrupt(what, e)))
-        .transpose()
-}
+    fn opt_text(&self, name: &str, what: &'static str) -> Result<Option<String>, StoreError> {
+        col(self, name, what)
+    }
 
-fn bool_col(row: &Row<'_>, name: &str, what: &'static str) -> Result<bool, StoreError> {
-    match col::<i64>(row, name, what)? {
-        0 => Ok(false),
-        1 => Ok(true),
-        n => Err(corrupt(what, format!("{n} is not 0 or 1"))),
+    fn int(&self, name: &str, what: &'static str) -> Result<i64, StoreError> {
+        col(self, name, what)
+    }
+
+    fn opt_int(&self, name: &str, what: &'static str) -> Result<Option<i64>, StoreError> {
+        col(self, name, what)
+    }
+
+    fn bytes(&self, name: &str, what: &'static str) -> Result<Vec<u8>, StoreError> {
+        col(self, name, what)
+    }
+
+    fn boolean(&self, name: &str, what: &'static str) -> Result<bool, StoreError> {
+        match col::<i64>(self, name, what)? {
+            0 => Ok(false),
+            1 => Ok(true),
+            n => Err(corrupt(what, format!("{n} is not 0 or 1"))),
+        }
     }
 }
 
+fn time_col(row: &impl Columns, name: &str, what: &'static str) -> Result<Time, StoreError> {
+    let text = row.text(name, what)?;
+    Time::parse(&text).map_err(|e| corrupt(what, e))
+}
+
+fn opt_time_col(
+    row: &impl Columns,
+    name: &str,
+    what: &'static str,
+) -> Result<Option<Time>, StoreError> {
+    row.opt_text(name, what)?
+        .map(|t| Time::parse(&t).map_err(|e| corrupt(what, e)))
+        .transpose()
+}
+
 fn json_col<T: DeserializeOwned>(
-    row: &Row<'_>,
+    row: &impl Columns,
     name: &str,
     what: &'static str,
 ) -> Result<T, StoreError> {
-    let text: String = col(row, name, what)?;
+    let text = row.text(name, what)?;
     serde_json::from_str(&text).map_err(|e| corrupt(what, e))
 }
 
-fn parsed_col<T>(row: &Row<'_>, name: &str, what: &'static str) -> Result<T, StoreError>
+fn parsed_col<T>(row: &impl Columns, name: &str, what: &'static str) -> Result<T, StoreError>
 where
     T: FromStr,
     T::Err: std::fmt::Display,
 {
-    let text: String = col(row, name, what)?;
+    let text = row.text(name, what)?;
     text.parse().map_err(|e| corrupt(what, e))
 }
 
-fn opt_parsed_col<T>(row: &Row<'_>, name: &str, what: &'static str) -> Result<Option<T>, StoreError>
+fn opt_parsed_col<T>(
+    row: &impl Columns,
+    name: &str,
+    what: &'static str,
+) -> Result<Option<T>, StoreError>
 where
     T: FromStr,
     T::Err: std::fmt::Display,
 {
-    let text: Option<String> = col(row, name, what)?;
-    text.map(|t| t.parse().map_err(|e| corrupt(what, e)))
+    row.opt_text(name, what)?
+        .map(|t| t.parse().map_err(|e| corrupt(what, e)))
         .transpose()
 }
 
 /// Reads a row selected with [`USER_COLUMNS`].
-pub(crate) fn user_from_row(row: &Row<'_>) -> Result<UserRecord, StoreError> {
+pub(crate) fn user_from_row(row: &impl Columns) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
-        id: UserId(col(row, "id", "users.id")?),
-        name: col(row, "name", "users.name")?,
-        display_name: col(row, "display_name", "users.display_name")?,
+        id: UserId(row.int("id", "users.id")?),
+        name: row.text("name", "users.name")?,
+        display_name: row.text("display_name", "users.display_name")?,
         created: time_col(row, "created", "users.created")?,
     })
 }
 
 /// Reads a row selected with [`KEY_COLUMNS`].
-pub(crate) fn key_from_row(row: &Row<'_>) -> Result<PreAuthKeyRecord, StoreError> {
-    let hash: Vec<u8> = col(row, "secret_hash", "preauth_keys.secret_hash")?;
+pub(crate) fn key_from_row(row: &impl Columns) -> Result<PreAuthKeyRecord, StoreError> {
+    let hash = row.bytes("secret_hash", "preauth_keys.secret_hash")?;
     let secret_hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
         corrupt(
             "preauth_keys.secret_hash",
@@ -167,35 +237,35 @@ pub(crate) fn key_from_row(row: &Row<'_>) -> Result<PreAuthKeyRecord, StoreError
         )
     })?;
     Ok(PreAuthKeyRecord {
-        id: KeyId(col(row, "id", "preauth_keys.id")?),
-        prefix: col(row, "prefix", "preauth_keys.prefix")?,
+        id: KeyId(row.int("id", "preauth_keys.id")?),
+        prefix: row.text("prefix", "preauth_keys.prefix")?,
         secret_hash,
-        user: UserId(col(row, "user_id", "preauth_keys.user_id")?),
-        reusable: bool_col(row, "reusable", "preauth_keys.reusable")?,
-        ephemeral: bool_col(row, "ephemeral", "preauth_keys.ephemeral")?,
+        user: UserId(row.int("user_id", "preauth_keys.user_id")?),
+        reusable: row.boolean("reusable", "preauth_keys.reusable")?,
+        ephemeral: row.boolean("ephemeral", "preauth_keys.ephemeral")?,
         tags: json_col(row, "tags", "preauth_keys.tags")?,
         created: time_col(row, "created", "preauth_keys.created")?,
         expiration: time_col(row, "expiration", "preauth_keys.expiration")?,
-        used: bool_col(row, "used", "preauth_keys.used")?,
-        revoked: bool_col(row, "revoked", "preauth_keys.revoked")?,
+        used: row.boolean("used", "preauth_keys.used")?,
+        revoked: row.boolean("revoked", "preauth_keys.revoked")?,
     })
 }
 
 /// Reads a row selected with [`NODE_COLUMNS`].
-pub(crate) fn node_from_row(row: &Row<'_>) -> Result<NodeRecord, StoreError> {
-    let hostinfo: Option<String> = col(row, "hostinfo", "nodes.hostinfo")?;
-    let hostinfo = hostinfo
+pub(crate) fn node_from_row(row: &impl Columns) -> Result<NodeRecord, StoreError> {
+    let hostinfo = row
+        .opt_text("hostinfo", "nodes.hostinfo")?
         .map(|h| serde_json::from_str::<Hostinfo>(&h).map_err(|e| corrupt("nodes.hostinfo", e)))
         .transpose()?;
     Ok(NodeRecord {
-        id: NodeId(col(row, "id", "nodes.id")?),
+        id: NodeId(row.int("id", "nodes.id")?),
         machine: parsed_col::<MachinePublic>(row, "machine", "nodes.machine")?,
         node_key: parsed_col::<NodePublic>(row, "node_key", "nodes.node_key")?,
         disco_key: parsed_col::<DiscoPublic>(row, "disco_key", "nodes.disco_key")?,
-        user: UserId(col(row, "user_id", "nodes.user_id")?),
+        user: UserId(row.int("user_id", "nodes.user_id")?),
         tags: json_col(row, "tags", "nodes.tags")?,
-        hostname: col(row, "hostname", "nodes.hostname")?,
-        given_name: col(row, "given_name", "nodes.given_name")?,
+        hostname: row.text("hostname", "nodes.hostname")?,
+        given_name: row.text("given_name", "nodes.given_name")?,
         ipv4: opt_parsed_col::<Ipv4Addr>(row, "ipv4", "nodes.ipv4")?,
         ipv6: opt_parsed_col::<Ipv6Addr>(row, "ipv6", "nodes.ipv6")?,
         hostinfo,
@@ -208,8 +278,111 @@ pub(crate) fn node_from_row(row: &Row<'_>) -> Result<NodeRecord, StoreError> {
             "approved_routes",
             "nodes.approved_routes",
         )?,
-        ephemeral: bool_col(row, "ephemeral", "nodes.ephemeral")?,
-        auth_key: col::<Option<i64>>(row, "auth_key", "nodes.auth_key")?.map(KeyId),
+        ephemeral: row.boolean("ephemeral", "nodes.ephemeral")?,
+        auth_key: row.opt_int("auth_key", "nodes.auth_key")?.map(KeyId),
+    })
+}
+
+/// A user's column values, in [`USER_COLUMNS`] order, ready to bind.
+pub(crate) struct UserRow<'a> {
+    pub(crate) id: i64,
+    pub(crate) name: &'a str,
+    pub(crate) display_name: &'a str,
+    pub(crate) created: String,
+}
+
+/// Encodes a user; refuses a value that would not read back exactly.
+pub(crate) fn user_row(u: &UserRecord) -> Result<UserRow<'_>, StoreError> {
+    Ok(UserRow {
+        id: u.id.0,
+        name: &u.name,
+        display_name: &u.display_name,
+        created: time_text(u.created, "users.created")?,
+    })
+}
+
+/// A pre-auth key's column values, in [`KEY_COLUMNS`] order, ready to bind.
+pub(crate) struct KeyRow<'a> {
+    pub(crate) id: i64,
+    pub(crate) prefix: &'a str,
+    pub(crate) secret_hash: &'a [u8],
+    pub(crate) user_id: i64,
+    pub(crate) reusable: bool,
+    pub(crate) ephemeral: bool,
+    pub(crate) tags: String,
+    pub(crate) created: String,
+    pub(crate) expiration: String,
+    pub(crate) used: bool,
+    pub(crate) revoked: bool,
+}
+
+/// Encodes a pre-auth key; refuses a value that would not read back exactly.
+pub(crate) fn key_row(k: &PreAuthKeyRecord) -> Result<KeyRow<'_>, StoreError> {
+    Ok(KeyRow {
+        id: k.id.0,
+        prefix: &k.prefix,
+        secret_hash: k.secret_hash.as_slice(),
+        user_id: k.user.0,
+        reusable: k.reusable,
+        ephemeral: k.ephemeral,
+        tags: json_text(&k.tags, "preauth_keys.tags")?,
+        created: time_text(k.created, "preauth_keys.created")?,
+        expiration: time_text(k.expiration, "preauth_keys.expiration")?,
+        used: k.used,
+        revoked: k.revoked,
+    })
+}
+
+/// A node's column values, in [`NODE_COLUMNS`] order, ready to bind.
+pub(crate) struct NodeRow<'a> {
+    pub(crate) id: i64,
+    pub(crate) machine: String,
+    pub(crate) node_key: String,
+    pub(crate) disco_key: String,
+    pub(crate) user_id: i64,
+    pub(crate) tags: String,
+    pub(crate) hostname: &'a str,
+    pub(crate) given_name: &'a str,
+    pub(crate) ipv4: Option<String>,
+    pub(crate) ipv6: Option<String>,
+    pub(crate) hostinfo: Option<String>,
+    pub(crate) endpoints: String,
+    pub(crate) key_expiry: String,
+    pub(crate) created: String,
+    pub(crate) last_seen: Option<String>,
+    pub(crate) approved_routes: String,
+    pub(crate) ephemeral: bool,
+    pub(crate) auth_key: Option<i64>,
+}
+
+/// Encodes a node; refuses a value that would not read back exactly.
+pub(crate) fn node_row(n: &NodeRecord) -> Result<NodeRow<'_>, StoreError> {
+    Ok(NodeRow {
+        id: n.id.0,
+        machine: n.machine.to_string(),
+        node_key: n.node_key.to_string(),
+        disco_key: n.disco_key.to_string(),
+        user_id: n.user.0,
+        tags: json_text(&n.tags, "nodes.tags")?,
+        hostname: &n.hostname,
+        given_name: &n.given_name,
+        ipv4: n.ipv4.map(|a| a.to_string()),
+        ipv6: n.ipv6.map(|a| a.to_string()),
+        hostinfo: n
+            .hostinfo
+            .as_ref()
+            .map(|h| exact_json_text(h, "nodes.hostinfo"))
+            .transpose()?,
+        endpoints: exact_json_text(&n.endpoints, "nodes.endpoints")?,
+        key_expiry: time_text(n.key_expiry, "nodes.key_expiry")?,
+        created: time_text(n.created, "nodes.created")?,
+        last_seen: n
+            .last_seen
+            .map(|t| time_text(t, "nodes.last_seen"))
+            .transpose()?,
+        approved_routes: json_text(&n.approved_routes, "nodes.approved_routes")?,
+        ephemeral: n.ephemeral,
+        auth_key: n.auth_key.map(|k| k.0),
     })
 }
 

@@ -1,4 +1,10 @@
-//! The coordination server's persistence: [`weft_tailnet::Store`] on SQLite.
+//! The coordination server's persistence: [`weft_tailnet::Store`] on SQLite
+//! ([`SqliteStore`]) or PostgreSQL ([`PgStore`]); [`open`] picks one from a spec string.
+//!
+//! Why two backends behind one trait: SQLite is the default (below); PostgreSQL is for an
+//! operator who already runs a database server and wants its backups and replication. Both
+//! keep the same tables, constraints and text forms through one codec, so the coordinator
+//! cannot tell them apart and the same tests run against each.
 //!
 //! Why SQLite, and why this shape: the coordinator is the only writer of its tailnet's state,
 //! so an embedded database in one file is enough, needs no service to run beside it, and is
@@ -24,8 +30,9 @@
 //! bound as parameters (SQLite's messages name columns, not values), and a malformed
 //! `secret_hash` is described only by its length.
 //!
-//! Module map: `schema` (tables and migrations, version in `PRAGMA user_version`), `codec`
-//! (records to columns and back, with every read checked).
+//! Module map: `schema` (SQLite tables and migrations, version in `PRAGMA user_version`),
+//! `pg` (the PostgreSQL store, its schema and migrations), `codec` (records to columns and
+//! back for both, with every read checked).
 #![cfg_attr(
     test,
     allow(
@@ -37,6 +44,7 @@
 )]
 
 mod codec;
+mod pg;
 mod schema;
 
 use std::fs::{self, OpenOptions, Permissions};
@@ -48,7 +56,38 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OpenFlags, Transaction, TransactionBehavior};
 use weft_tailnet::{NextIds, Snapshot, Store, StoreError, StoreOp};
 
+pub use pg::{PgStore, PG_SCHEMA_VERSION};
 pub use schema::SCHEMA_VERSION;
+
+/// Opens the store a spec names: `postgres://…` or `postgresql://…` URLs and libpq
+/// `key=value` strings (`host=/var/run/postgresql dbname=weft`) connect a [`PgStore`];
+/// `sqlite:PATH`, or any other string taken as a path, opens a [`SqliteStore`]. (A file whose
+/// name looks like `key=value` needs the `sqlite:` prefix.)
+///
+/// # Errors
+/// Those of [`PgStore::connect`] and [`SqliteStore::open`].
+pub fn open(spec: &str) -> Result<Box<dyn Store>, StoreError> {
+    if let Some(path) = spec.strip_prefix("sqlite:") {
+        return Ok(Box::new(SqliteStore::open(Path::new(path))?));
+    }
+    if is_postgres_spec(spec) {
+        return Ok(Box::new(PgStore::connect(spec)?));
+    }
+    Ok(Box::new(SqliteStore::open(Path::new(spec))?))
+}
+
+/// A PostgreSQL URL, or a libpq string whose first word is `keyword=…`.
+fn is_postgres_spec(spec: &str) -> bool {
+    if spec.starts_with("postgres://") || spec.starts_with("postgresql://") {
+        return true;
+    }
+    spec.split_whitespace()
+        .next()
+        .and_then(|word| word.split_once('='))
+        .is_some_and(|(key, _)| {
+            !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+}
 
 /// How long a statement waits for another connection's lock (a backup tool, an admin's
 /// `sqlite3` shell) before failing with "database is locked".
@@ -102,6 +141,31 @@ impl SqliteStore {
     /// The database file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The settings durability depends on, as SQLite reports them for this connection:
+    /// `synchronous` (`2`, FULL), `journal_mode` (`wal`) and `foreign_keys` (`1`).
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when SQLite fails.
+    pub fn durability_settings(&self) -> Result<Vec<(&'static str, String)>, StoreError> {
+        let synchronous: i64 = self
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .map_err(backend)?;
+        let journal_mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(backend)?;
+        let foreign_keys: i64 = self
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .map_err(backend)?;
+        Ok(vec![
+            ("synchronous", synchronous.to_string()),
+            ("journal_mode", journal_mode),
+            ("foreign_keys", foreign_keys.to_string()),
+        ])
     }
 }
 
@@ -202,28 +266,25 @@ fn exec(tx: &Transaction<'_>, sql: &str, params: impl rusqlite::Params) -> Resul
 
 /// Applies one op inside the batch's transaction.
 fn apply_op(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
-    use codec::{bool_int, exact_json_text, json_text, time_text};
+    use codec::bool_int;
     // Upserts, not INSERT OR REPLACE: REPLACE would silently delete *another* row that
     // collides on a unique column (and cascade through foreign keys); an upsert on the id
     // fails instead, which rolls the batch back.
     match op {
         StoreOp::PutUser(u) => {
+            let r = codec::user_row(u)?;
             exec(
                 tx,
                 "INSERT INTO users (id, name, display_name, created) VALUES (?1, ?2, ?3, ?4) \
                  ON CONFLICT (id) DO UPDATE SET name = excluded.name, \
                  display_name = excluded.display_name, created = excluded.created",
-                params![
-                    u.id.0,
-                    u.name,
-                    u.display_name,
-                    time_text(u.created, "users.created")?
-                ],
+                params![r.id, r.name, r.display_name, r.created],
             )?;
             bump(tx, "user", u.id.0)
         }
         StoreOp::DeleteUser(id) => exec(tx, "DELETE FROM users WHERE id = ?1", [id.0]),
         StoreOp::PutKey(k) => {
+            let r = codec::key_row(k)?;
             exec(
                 tx,
                 "INSERT INTO preauth_keys (id, prefix, secret_hash, user_id, reusable, \
@@ -236,27 +297,24 @@ fn apply_op(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
                  expiration = excluded.expiration, used = excluded.used, \
                  revoked = excluded.revoked",
                 params![
-                    k.id.0,
-                    k.prefix,
-                    k.secret_hash.as_slice(),
-                    k.user.0,
-                    bool_int(k.reusable),
-                    bool_int(k.ephemeral),
-                    json_text(&k.tags, "preauth_keys.tags")?,
-                    time_text(k.created, "preauth_keys.created")?,
-                    time_text(k.expiration, "preauth_keys.expiration")?,
-                    bool_int(k.used),
-                    bool_int(k.revoked),
+                    r.id,
+                    r.prefix,
+                    r.secret_hash,
+                    r.user_id,
+                    bool_int(r.reusable),
+                    bool_int(r.ephemeral),
+                    r.tags,
+                    r.created,
+                    r.expiration,
+                    bool_int(r.used),
+                    bool_int(r.revoked),
                 ],
             )?;
             bump(tx, "key", k.id.0)
         }
         StoreOp::DeleteKey(id) => exec(tx, "DELETE FROM preauth_keys WHERE id = ?1", [id.0]),
         StoreOp::PutNode(n) => {
-            let last_seen = n
-                .last_seen
-                .map(|t| time_text(t, "nodes.last_seen"))
-                .transpose()?;
+            let r = codec::node_row(n)?;
             exec(
                 tx,
                 "INSERT INTO nodes (id, machine, node_key, disco_key, user_id, tags, hostname, \
@@ -274,27 +332,24 @@ fn apply_op(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
                  approved_routes = excluded.approved_routes, ephemeral = excluded.ephemeral, \
                  auth_key = excluded.auth_key",
                 params![
-                    n.id.0,
-                    n.machine.to_string(),
-                    n.node_key.to_string(),
-                    n.disco_key.to_string(),
-                    n.user.0,
-                    json_text(&n.tags, "nodes.tags")?,
-                    n.hostname,
-                    n.given_name,
-                    n.ipv4.map(|a| a.to_string()),
-                    n.ipv6.map(|a| a.to_string()),
-                    n.hostinfo
-                        .as_ref()
-                        .map(|h| exact_json_text(h, "nodes.hostinfo"))
-                        .transpose()?,
-                    exact_json_text(&n.endpoints, "nodes.endpoints")?,
-                    time_text(n.key_expiry, "nodes.key_expiry")?,
-                    time_text(n.created, "nodes.created")?,
-                    last_seen,
-                    json_text(&n.approved_routes, "nodes.approved_routes")?,
-                    bool_int(n.ephemeral),
-                    n.auth_key.map(|k| k.0),
+                    r.id,
+                    r.machine,
+                    r.node_key,
+                    r.disco_key,
+                    r.user_id,
+                    r.tags,
+                    r.hostname,
+                    r.given_name,
+                    r.ipv4,
+                    r.ipv6,
+                    r.hostinfo,
+                    r.endpoints,
+                    r.key_expiry,
+                    r.created,
+                    r.last_seen,
+                    r.approved_routes,
+                    bool_int(r.ephemeral),
+                    r.auth_key,
                 ],
             )?;
             bump(tx, "node", n.id.0)
@@ -308,7 +363,7 @@ fn read_table<T>(
     tx: &Transaction<'_>,
     columns: &str,
     table: &str,
-    decode: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+    decode: impl Fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
 ) -> Result<Vec<T>, StoreError> {
     let mut stmt = tx
         .prepare(&format!("SELECT {columns} FROM {table} ORDER BY id"))
@@ -337,18 +392,7 @@ fn read_next_ids(
             Err(rusqlite::Error::QueryReturnedNoRows) => None,
             Err(e) => return Err(backend(e)),
         };
-        let next = next.ok_or_else(|| StoreError::Corrupt {
-            what: "counters",
-            detail: format!("no counter row for {name}"),
-        })?;
-        if let Some(max_id) = max_id {
-            if next <= max_id {
-                return Err(StoreError::Corrupt {
-                    what: "counters",
-                    detail: format!("next {name} id {next} is not above id {max_id} in use"),
-                });
-            }
-        }
+        let next = codec::check_next(name, next, max_id)?;
         *value = next;
     }
     let [user, key, node] = values;
@@ -362,9 +406,15 @@ impl Store for SqliteStore {
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)
             .map_err(backend)?;
-        let users = read_table(&tx, codec::USER_COLUMNS, "users", codec::user_from_row)?;
-        let keys = read_table(&tx, codec::KEY_COLUMNS, "preauth_keys", codec::key_from_row)?;
-        let nodes = read_table(&tx, codec::NODE_COLUMNS, "nodes", codec::node_from_row)?;
+        let users = read_table(&tx, codec::USER_COLUMNS, "users", |r| {
+            codec::user_from_row(r)
+        })?;
+        let keys = read_table(&tx, codec::KEY_COLUMNS, "preauth_keys", |r| {
+            codec::key_from_row(r)
+        })?;
+        let nodes = read_table(&tx, codec::NODE_COLUMNS, "nodes", |r| {
+            codec::node_from_row(r)
+        })?;
         let next_ids = read_next_ids(
             &tx,
             [
@@ -393,5 +443,25 @@ impl Store for SqliteStore {
             apply_op(&tx, op)?;
         }
         tx.commit().map_err(backend)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_postgres_spec;
+
+    #[test]
+    fn spec_kinds() {
+        for pg in [
+            "postgres://weft@db/weft",
+            "postgresql:///weft?host=/var/run/postgresql",
+            "host=/var/run/postgresql user=weft dbname=weft",
+            "dbname=weft",
+        ] {
+            assert!(is_postgres_spec(pg), "{pg}");
+        }
+        for file in ["/var/lib/weft/coord.db", "coord.db", "./a=b.db", "", "=x"] {
+            assert!(!is_postgres_spec(file), "{file}");
+        }
     }
 }

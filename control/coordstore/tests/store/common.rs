@@ -1,9 +1,13 @@
-//! Records and a temporary database shared by the tests.
+//! Records and temporary databases (an SQLite file, a PostgreSQL database) shared by the
+//! tests, and the [`Backend`] seam that runs one test body against either.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
-use weft_coordstore::SqliteStore;
+use weft_coordstore::{PgStore, SqliteStore};
 use weft_tailcfg::{DiscoPublic, MachinePublic, NodePublic, Time};
+use weft_tailnet::Store;
 use weft_tailnet::{KeyId, NodeId, NodeRecord, PreAuthKeyRecord, UserId, UserRecord};
 
 /// A database file in a fresh temporary directory, removed (with the directory) on drop.
@@ -27,6 +31,173 @@ impl TempDb {
         SqliteStore::open(&self.path).unwrap()
     }
 }
+
+/// A fresh, empty database of one backend, removed on drop.
+pub trait Backend {
+    type S: Store;
+    /// A fresh database.
+    fn fresh() -> Self;
+    /// Another fresh database, possibly sharing `self`'s resources (a PostgreSQL schema in
+    /// the same database: far cheaper than a new database).
+    fn another(&self) -> Self;
+    /// Opens (or reopens) the store on it.
+    fn open(&self) -> Self::S;
+    /// What `weft_coordstore::open` takes to open the same store.
+    fn spec(&self) -> String;
+    /// Runs `sql` on the database behind the store's back.
+    fn tamper(&self, sql: &str);
+}
+
+impl Backend for TempDb {
+    type S = SqliteStore;
+
+    fn fresh() -> Self {
+        Self::new()
+    }
+
+    fn another(&self) -> Self {
+        Self::new()
+    }
+
+    fn open(&self) -> SqliteStore {
+        TempDb::open(self)
+    }
+
+    fn spec(&self) -> String {
+        format!("sqlite:{}", self.path.display())
+    }
+
+    fn tamper(&self, sql: &str) {
+        let conn = rusqlite::Connection::open(&self.path).unwrap();
+        conn.execute_batch(sql).unwrap();
+    }
+}
+
+/// The PostgreSQL server the tests use: `$WEFT_TEST_PG`, a libpq `key=value` string naming a
+/// role that may create databases (scripts/setup.sh makes one for root).
+pub fn pg_base() -> String {
+    std::env::var("WEFT_TEST_PG")
+        .unwrap_or_else(|_| "host=/var/run/postgresql user=root dbname=postgres".to_owned())
+}
+
+/// Connects to the server's admin database, or fails the test saying how to get a server.
+pub fn pg_admin() -> postgres::Client {
+    let base = pg_base();
+    postgres::Client::connect(&base, postgres::NoTls).unwrap_or_else(|e| {
+        panic!(
+            "cannot reach the test PostgreSQL server with WEFT_TEST_PG=`{base}`: {e}\n\
+             run scripts/setup.sh as root (it installs and starts PostgreSQL and creates the \
+             role), or point WEFT_TEST_PG at a server where this role may CREATE DATABASE"
+        )
+    })
+}
+
+/// A database of its own on the test server, dropped (with force) when the last [`PgDb`]
+/// using it is dropped, however the test ends.
+struct PgDatabase {
+    name: String,
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let drop_it = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = pg_admin().batch_execute(&drop_it) {
+            eprintln!("could not drop test database {}: {e}", self.name);
+        }
+    }
+}
+
+/// A fresh PostgreSQL database, or a fresh schema in a shared one (see [`PgDb::sibling`]).
+#[derive(Clone)]
+pub struct PgDb {
+    db: Arc<PgDatabase>,
+    pub conninfo: String,
+}
+
+static PG_SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl PgDb {
+    pub fn new() -> Self {
+        let name = format!(
+            "weft_t_{}_{}",
+            std::process::id(),
+            PG_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        pg_admin()
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let conninfo = format!("{} dbname={name}", pg_base());
+        Self {
+            db: Arc::new(PgDatabase { name }),
+            conninfo,
+        }
+    }
+
+    /// A fresh schema in the same database (much cheaper than a database: for proptest
+    /// cases), found first on the search path of every connection made with its `conninfo`.
+    pub fn sibling(&self) -> Self {
+        let schema = format!("s{}", PG_SEQ.fetch_add(1, Ordering::Relaxed));
+        let base = format!("{} dbname={}", pg_base(), self.db.name);
+        let mut client = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .unwrap();
+        Self {
+            db: Arc::clone(&self.db),
+            conninfo: format!("{base} options=-csearch_path={schema}"),
+        }
+    }
+
+    pub fn open(&self) -> PgStore {
+        PgStore::connect(&self.conninfo).unwrap()
+    }
+
+    pub fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.conninfo, postgres::NoTls).unwrap()
+    }
+}
+
+impl Backend for PgDb {
+    type S = PgStore;
+
+    fn fresh() -> Self {
+        Self::new()
+    }
+
+    fn another(&self) -> Self {
+        self.sibling()
+    }
+
+    fn open(&self) -> PgStore {
+        PgDb::open(self)
+    }
+
+    fn spec(&self) -> String {
+        self.conninfo.clone()
+    }
+
+    fn tamper(&self, sql: &str) {
+        self.client().batch_execute(sql).unwrap();
+    }
+}
+
+/// Runs the generic test body `$name::<B>()` as two tests, `$name::sqlite` and `$name::pg`.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name::<$crate::common::TempDb>();
+            }
+
+            #[test]
+            fn pg() {
+                super::$name::<$crate::common::PgDb>();
+            }
+        }
+    )*};
+}
+pub(crate) use both_backends;
 
 pub fn t(secs: i64, nanos: u32) -> Time {
     Time::from_unix(secs, nanos).unwrap()

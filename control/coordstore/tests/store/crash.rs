@@ -5,20 +5,21 @@
 //!
 //! This kills the process, not the machine: it checks the commit protocol (a batch is in the
 //! WAL before `apply` returns, recovery replays whole transactions), not the disk's fsync.
+//! For PostgreSQL the killed process is the client: a batch must be committed on the server
+//! before `apply` returns, and the server must abort the transaction the client died in.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use weft_coordstore::SqliteStore;
 use weft_tailcfg::Time;
 use weft_tailnet::{MemoryStore, NodeId, Store, StoreOp};
 
-use crate::common::{node, user, TempDb};
+use crate::common::{both_backends, node, user, Backend};
 
-/// Tells the child test where the database is; without it the child test does nothing.
+/// Tells the child test which store to open (a `weft_coordstore::open` spec); without it the
+/// child test does nothing.
 const CHILD_ENV: &str = "WEFT_COORDSTORE_CRASH_CHILD_DB";
 /// The child's full test name (for `--exact`).
 const CHILD_TEST: &str = "crash::crash_child";
@@ -50,10 +51,10 @@ fn batch(i: i64) -> Vec<StoreOp> {
 #[test]
 #[ignore = "helper process of crash_keeps_every_acknowledged_batch"]
 fn crash_child() {
-    let Some(path) = std::env::var_os(CHILD_ENV) else {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let mut store = SqliteStore::open(Path::new(&path)).unwrap();
+    let mut store = weft_coordstore::open(&spec).unwrap();
     let mut out = std::io::stdout().lock();
     for i in 1..=MAX_BATCHES {
         store.apply(&batch(i)).unwrap();
@@ -77,10 +78,11 @@ impl Drop for ChildGuard {
     }
 }
 
-#[test]
-fn crash_keeps_every_acknowledged_batch() {
-    // Declared first, dropped last: the child is dead before its directory is removed.
-    let db = TempDb::new();
+both_backends!(crash_keeps_every_acknowledged_batch);
+
+fn crash_keeps_every_acknowledged_batch<B: Backend>() {
+    // Declared first, dropped last: the child is dead before its database is removed.
+    let db = B::fresh();
     let mut child = ChildGuard(
         Command::new(std::env::current_exe().unwrap())
             .args([
@@ -90,7 +92,7 @@ fn crash_keeps_every_acknowledged_batch() {
                 "--nocapture",
                 "--test-threads=1",
             ])
-            .env(CHILD_ENV, &db.path)
+            .env(CHILD_ENV, db.spec())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -120,7 +122,7 @@ fn crash_keeps_every_acknowledged_batch() {
     let status = child.0.wait().unwrap();
     assert!(!status.success(), "the child ran to its end: {status}");
 
-    let mut store = SqliteStore::open(&db.path).unwrap();
+    let mut store = db.open();
     let loaded = store.load().unwrap();
     let committed = loaded.next_ids.user - 1;
     eprintln!("crash: {acked} batches acknowledged, {committed} committed");

@@ -1,4 +1,5 @@
-//! The file itself: its mode, a newer schema, hand-edited or foreign contents.
+//! The SQLite file itself: its mode, a newer schema, hand-edited or foreign contents, its
+//! durability settings. (Hand-edited values are checked on both backends.)
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -8,7 +9,7 @@ use rusqlite::Connection;
 use weft_coordstore::{SqliteStore, SCHEMA_VERSION};
 use weft_tailnet::{Store, StoreError, StoreOp};
 
-use crate::common::{key, node, user, TempDb};
+use crate::common::{both_backends, key, node, user, Backend, TempDb};
 
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -72,9 +73,30 @@ fn reopen_keeps_schema_version() {
     assert_eq!(v, SCHEMA_VERSION);
 }
 
-/// Stores user 1, key 1 and node 1, then runs `sql` on the file behind the store's back.
-fn tampered(sql: &str) -> (TempDb, SqliteStore) {
+#[test]
+fn durability_settings_are_full_and_wal() {
     let db = TempDb::new();
+    let store = db.open();
+    let settings = store.durability_settings().unwrap();
+    assert_eq!(
+        settings,
+        vec![
+            ("synchronous", "2".to_owned()),
+            ("journal_mode", "wal".to_owned()),
+            ("foreign_keys", "1".to_owned()),
+        ]
+    );
+    // journal_mode is a property of the file: a second connection sees it too.
+    let conn = Connection::open(&db.path).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+/// Stores user 1, key 1 and node 1, then runs `sql` on the database behind the store's back.
+pub(crate) fn tampered<B: Backend>(root: &B, sql: &str) -> (B, B::S) {
+    let db = root.another();
     let mut store = db.open();
     store
         .apply(&[
@@ -83,14 +105,13 @@ fn tampered(sql: &str) -> (TempDb, SqliteStore) {
             StoreOp::PutNode(node(1, 1)),
         ])
         .unwrap();
-    let conn = Connection::open(&db.path).unwrap();
-    conn.execute_batch(sql).unwrap();
-    drop(conn);
+    db.tamper(sql);
     (db, store)
 }
 
-#[test]
-fn malformed_values_load_as_corrupt() {
+both_backends!(malformed_values_load_as_corrupt);
+
+fn malformed_values_load_as_corrupt<B: Backend>() {
     let cases: &[(&str, &str)] = &[
         (
             "UPDATE nodes SET node_key = 'nodekey:not-hex'",
@@ -116,8 +137,9 @@ fn malformed_values_load_as_corrupt() {
         ),
         ("DELETE FROM counters WHERE name = 'key'", "counters"),
     ];
+    let root = B::fresh();
     for (sql, column) in cases {
-        let (_db, mut store) = tampered(sql);
+        let (_db, mut store) = tampered(&root, sql);
         match store.load() {
             Err(StoreError::Corrupt { what, detail }) => {
                 assert_eq!(what, *column, "{sql}: {detail}");
@@ -131,6 +153,7 @@ fn malformed_values_load_as_corrupt() {
 fn corrupt_secret_hash_is_described_by_length_only() {
     // The CHECK constraint keeps a wrong length out; a hand-made table without it does not.
     let (_db, mut store) = tampered(
+        &TempDb::new(),
         "PRAGMA ignore_check_constraints = ON; \
          UPDATE preauth_keys SET secret_hash = x'a5a5a5';",
     );

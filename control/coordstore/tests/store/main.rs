@@ -1,6 +1,8 @@
-//! `SqliteStore` against the reference semantics of `weft_tailnet::MemoryStore`: round trips,
-//! random op sequences, atomicity, crash durability, file mode, schema version and corruption.
-//! One test binary (linking SQLite is the slow part of building these tests).
+//! `SqliteStore` and `PgStore` against the reference semantics of `weft_tailnet::MemoryStore`:
+//! round trips, random op sequences, atomicity, crash durability, durability settings, file
+//! mode, schema version and corruption. One test binary (linking SQLite is the slow part of
+//! building these tests). The PostgreSQL tests need a server: `$WEFT_TEST_PG`, by default the
+//! one scripts/setup.sh starts; they fail (never skip) when it cannot be reached.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,5 +15,6 @@
 mod common;
 mod crash;
 mod files;
+mod pg;
 mod props;
 mod roundtrip;

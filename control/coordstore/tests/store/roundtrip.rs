@@ -1,12 +1,12 @@
-//! Fixed batches: every field round-trips, and a failing batch changes nothing.
+//! Fixed batches: every field round-trips, and a failing batch changes nothing — on both
+//! backends.
 
-use weft_coordstore::SqliteStore;
 use weft_tailcfg::{DiscoPublic, Hostinfo, Time};
 use weft_tailnet::{
     KeyId, MemoryStore, NextIds, NodeId, NodeRecord, Store, StoreError, StoreOp, UserId,
 };
 
-use crate::common::{key, key_bytes, node, t, user, TempDb};
+use crate::common::{both_backends, key, key_bytes, node, t, user, Backend};
 
 fn hostinfo() -> Hostinfo {
     serde_json::from_str(
@@ -99,9 +99,14 @@ fn second_batch() -> Vec<StoreOp> {
     ]
 }
 
-#[test]
-fn round_trip_matches_memory_store_across_reopen() {
-    let db = TempDb::new();
+both_backends!(
+    round_trip_matches_memory_store_across_reopen,
+    failing_batch_changes_nothing,
+    unstorable_time_fails_the_batch,
+);
+
+fn round_trip_matches_memory_store_across_reopen<B: Backend>() {
+    let db = B::fresh();
     let mut mem = MemoryStore::default();
     let mut store = db.open();
     assert_eq!(store.load().unwrap(), mem.load().unwrap(), "fresh database");
@@ -133,7 +138,7 @@ fn round_trip_matches_memory_store_across_reopen() {
     assert_eq!(loaded.keys[0].secret_hash, [0xa5; 32]);
 }
 
-fn base(store: &mut SqliteStore) -> weft_tailnet::Snapshot {
+fn base(store: &mut impl Store) -> weft_tailnet::Snapshot {
     store
         .apply(&[
             StoreOp::PutUser(user(1)),
@@ -144,9 +149,8 @@ fn base(store: &mut SqliteStore) -> weft_tailnet::Snapshot {
     store.load().unwrap()
 }
 
-#[test]
-fn failing_batch_changes_nothing() {
-    let db = TempDb::new();
+fn failing_batch_changes_nothing<B: Backend>() {
+    let db = B::fresh();
     let mut store = db.open();
     let before = base(&mut store);
 
@@ -202,9 +206,8 @@ fn failing_batch_changes_nothing() {
     assert_eq!(db.open().load().unwrap(), after);
 }
 
-#[test]
-fn unstorable_time_fails_the_batch() {
-    let db = TempDb::new();
+fn unstorable_time_fails_the_batch<B: Backend>() {
+    let db = B::fresh();
     let mut store = db.open();
     let before = base(&mut store);
     let mut u = user(2);

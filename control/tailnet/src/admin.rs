@@ -187,10 +187,17 @@ impl Coordinator {
             .iter()
             .filter(|(_, p)| p.node.is_none())
             .map(|(id, p)| {
-                let host = p
+                // Client-supplied: no control characters reach the admin's terminal.
+                let host: String = p
                     .hostinfo
                     .as_ref()
-                    .map(|h| h.hostname.clone())
+                    .map(|h| {
+                        h.hostname
+                            .chars()
+                            .filter(|c| !c.is_control())
+                            .take(64)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 (p.created.unix_seconds(), id.clone(), host)
             })
@@ -277,8 +284,8 @@ impl Coordinator {
             .get_mut(&id)
             .ok_or(CoordError::UnknownNode(id.0))?;
         n.key_expiry = now;
-        let mut ops = Vec::new();
-        self.node_updated(now, id, false, &mut ops);
+        let ops = vec![StoreOp::PutNode(n.clone())];
+        self.expired_now(now, id);
         Ok(ops)
     }
 
@@ -372,6 +379,8 @@ impl Coordinator {
         label: &str,
     ) -> Result<Vec<StoreOp>, CoordError> {
         let id = NodeId(id);
+        let label = label.to_ascii_lowercase();
+        let label = label.as_str();
         if !dnsname::valid_label(label) || self.labels.get(label).is_some_and(|o| *o != id) {
             return Err(CoordError::BadName(label.to_owned()));
         }

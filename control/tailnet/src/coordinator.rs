@@ -28,6 +28,30 @@ use crate::records::{
 /// Random bytes the shell passes for an interactive login's id.
 pub const AUTH_ID_ENTROPY: usize = 16;
 
+/// Interactive logins waiting at once (anyone may start one; each machine holds at most one).
+pub const MAX_PENDING: usize = 1024;
+
+/// Bounds on what a client reports, so that one node cannot make every peer's map huge.
+pub const MAX_ROUTES: usize = 1024;
+/// See [`MAX_ROUTES`].
+pub const MAX_ENDPOINTS: usize = 64;
+/// See [`MAX_ROUTES`].
+pub const MAX_SERVICES: usize = 256;
+/// See [`MAX_ROUTES`]: bytes of hostname (DNS allows 253).
+pub const MAX_HOSTNAME: usize = 256;
+
+/// Refuses a Hostinfo over the bounds above.
+pub(crate) fn check_hostinfo(h: &Hostinfo) -> Result<(), CoordError> {
+    if h.routable_ips.len() > MAX_ROUTES
+        || h.services.len() > MAX_SERVICES
+        || h.hostname.len() > MAX_HOSTNAME
+        || h.request_tags.len() > MAX_ROUTES
+    {
+        return Err(CoordError::TooLarge);
+    }
+    Ok(())
+}
+
 /// Why a request or an admin command was refused. The text is shown to operators and, for
 /// registration, to the client: it never holds a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,6 +84,15 @@ pub enum CoordError {
     /// A new key's public prefix equals an existing one's; try again with fresh entropy.
     #[error("pre-auth key prefix collision; try again")]
     KeyCollision,
+    /// Too many interactive logins are waiting; try later.
+    #[error("too many pending logins; try again later")]
+    TooManyPending,
+    /// The request reports more than the server accepts (routes, endpoints, services).
+    #[error("request too large")]
+    TooLarge,
+    /// The node key is zero.
+    #[error("invalid node key")]
+    BadNodeKey,
     /// No pending login with that id (or it timed out).
     #[error("no pending registration {0:?}")]
     UnknownPending(String),
@@ -191,6 +224,9 @@ pub struct Coordinator {
     pub(crate) outbox: Vec<Update>,
     /// Expiry times already acted on (so a passing expiry is announced once).
     last_tick: Option<Time>,
+    /// The first housekeeping time after start (offline time of ephemeral nodes counts from
+    /// here at the earliest).
+    started: Option<Time>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -262,6 +298,7 @@ impl Coordinator {
             next_session: 1,
             outbox: Vec::new(),
             last_tick: None,
+            started: None,
         };
         for n in snapshot.nodes {
             c.index_node(&n);
@@ -401,6 +438,12 @@ impl Coordinator {
         entropy: &[u8; AUTH_ID_ENTROPY],
     ) -> Result<(RegisterReply, Vec<StoreOp>), CoordError> {
         let mut ops = Vec::new();
+        if req.node_key.is_zero() {
+            return Err(CoordError::BadNodeKey);
+        }
+        if let Some(h) = &req.hostinfo {
+            check_hostinfo(h)?;
+        }
         // 1. Logout: before any auth-key handling (clients may send a key along).
         if req.is_logout(now) {
             if let Some(&id) = self.by_node_key.get(&req.node_key) {
@@ -509,8 +552,17 @@ impl Coordinator {
             self.keys.insert(key_id, spent);
             return Ok((RegisterReply::Done(Box::new(self.authorized(id, now))), ops));
         }
-        // 5. Interactive: a pending login an admin approves with the CLI.
+        // 5. Interactive: a pending login an admin approves with the CLI. One per machine (a
+        // new attempt replaces the old), and a bound on all of them: anyone can ask.
+        self.pending
+            .retain(|_, p| p.machine != machine || p.node.is_some());
+        if self.pending.len() >= MAX_PENDING {
+            return Err(CoordError::TooManyPending);
+        }
         let auth_id = hex::encode(entropy);
+        if self.pending.contains_key(&auth_id) {
+            return Err(CoordError::TooManyPending);
+        }
         self.pending.insert(
             auth_id.clone(),
             Pending {
@@ -618,7 +670,15 @@ impl Coordinator {
                 return Err(CoordError::NotRegistered);
             };
             self.unindex_node(&old);
+            // Routes were approved for this owner and these tags: a new owner or new tags
+            // start without them (autoApprovers may grant them again below).
+            let approved_routes = if old.user == e.user && old.tags == e.tags {
+                old.approved_routes.clone()
+            } else {
+                Vec::new()
+            };
             NodeRecord {
+                approved_routes,
                 node_key: e.node_key,
                 user: e.user,
                 tags: e.tags,
@@ -689,8 +749,8 @@ impl Coordinator {
         if let Some(n) = self.nodes.get_mut(&id) {
             n.key_expiry = now;
         }
-        self.close_sessions_of(id);
-        self.node_updated(now, id, false, ops);
+        ops.extend(self.nodes.get(&id).map(|n| StoreOp::PutNode(n.clone())));
+        self.expired_now(now, id);
     }
 
     /// Approves the advertised routes `autoApprovers` allow.
@@ -764,12 +824,18 @@ impl Coordinator {
     pub fn tick(&mut self, now: Time) -> Vec<StoreOp> {
         let mut ops = Vec::new();
         let timeout = self.cfg.ephemeral_timeout_secs;
+        // Offline time counts from this server's start at the earliest: a node whose session
+        // was cut by a restart gets the whole timeout to come back.
+        let started = *self.started.get_or_insert(now);
         let gone: Vec<NodeId> = self
             .nodes
             .values()
             .filter(|n| n.ephemeral && !self.is_online(n.id))
             .filter(|n| {
-                let since = n.last_seen.unwrap_or(n.created);
+                let mut since = n.last_seen.unwrap_or(n.created);
+                if since.get() < started.get() {
+                    since = started;
+                }
                 add_secs(since, timeout).get() <= now.get()
             })
             .map(|n| n.id)
@@ -780,7 +846,10 @@ impl Coordinator {
         let pending_timeout = self.cfg.pending_timeout_secs;
         self.pending
             .retain(|_, p| add_secs(p.created, pending_timeout).get() > now.get());
-        if let Some(last) = self.last_tick {
+        // After a start, everything that expired while the server was down is announced once
+        // (sessions cannot predate the start, so this only re-elects and refreshes).
+        {
+            let last = self.last_tick.unwrap_or(Time::ZERO);
             let newly: Vec<NodeId> = self
                 .nodes
                 .values()
@@ -788,11 +857,31 @@ impl Coordinator {
                 .map(|n| n.id)
                 .collect();
             for id in newly {
-                self.refresh(now, &[id], &BTreeSet::new());
+                self.expired_now(now, id);
             }
         }
         self.last_tick = Some(now);
         ops
+    }
+
+    /// A node's key just expired (time passed, or an admin expired it): its sessions end, it
+    /// stops being anyone's primary router, and it leaves its peers' maps.
+    pub(crate) fn expired_now(&mut self, now: Time, id: NodeId) {
+        self.close_sessions_of(id);
+        let mut changed = vec![id];
+        changed.extend(self.elect_primaries());
+        self.refresh(now, &changed, &BTreeSet::new());
+    }
+
+    /// Session ids continue from `next` (after a rebuild, so that ids of streams still
+    /// winding down are never reused).
+    pub fn continue_sessions_from(&mut self, next: u64) {
+        self.next_session = self.next_session.max(next);
+    }
+
+    /// The next session id.
+    pub fn next_session_id(&self) -> u64 {
+        self.next_session
     }
 
     /// Everything the shell must deliver, in order.

@@ -41,6 +41,12 @@ pub enum MapError {
     /// The node key is registered to another machine.
     #[error("node key belongs to another machine")]
     MachineMismatch,
+    /// The node's key expired (or it logged out): it must log in again.
+    #[error("node key expired")]
+    KeyExpired,
+    /// The request reports more than the server accepts.
+    #[error("request too large")]
+    TooLarge,
 }
 
 /// The answer to a map request.
@@ -85,6 +91,17 @@ impl Coordinator {
             if n.machine != machine {
                 return Err(MapError::MachineMismatch);
             }
+            if expired(n.key_expiry, now) {
+                return Err(MapError::KeyExpired);
+            }
+        }
+        if req.endpoints.len() > crate::coordinator::MAX_ENDPOINTS
+            || req
+                .hostinfo
+                .as_ref()
+                .is_some_and(|h| crate::coordinator::check_hostinfo(h).is_err())
+        {
+            return Err(MapError::TooLarge);
         }
         let (changed, policy_relevant) = self.apply_report(id, req);
         if !req.stream {
@@ -97,7 +114,15 @@ impl Coordinator {
             let (first, _) = self.full_map(now, id);
             return Ok((MapReply::Single(Box::new(first)), ops));
         }
+        // A new stream replaces the node's older ones (a client polls once at a time; a
+        // re-poll after a network change must not leave a dead twin behind).
         let was_online = self.is_online(id);
+        if let Some(old) = self.node_sessions.remove(&id) {
+            for s in old {
+                self.sessions.remove(&s);
+                self.outbox.push(Update::Close(s));
+            }
+        }
         let session = SessionId(self.next_session);
         self.next_session += 1;
         // Online from here on; the new stream itself gets the full map below, so it is not
@@ -443,6 +468,8 @@ impl Coordinator {
     pub(crate) fn elect_primaries(&mut self) -> Vec<NodeId> {
         let mut candidates: BTreeMap<IpPrefix, Vec<NodeId>> = BTreeMap::new();
         for id in &self.routers {
+            // Online means a live stream, and streams of expired nodes are closed: an expired
+            // router is never elected.
             if !self.is_online(*id) {
                 continue;
             }

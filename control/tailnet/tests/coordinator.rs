@@ -733,3 +733,206 @@ fn a_policy_is_checked_without_being_applied() {
     );
     assert!(lab.c.take_updates().is_empty(), "checking changes nothing");
 }
+
+// ---- regressions from the security review ----------------------------------------------
+
+#[test]
+fn pending_logins_are_one_per_machine_and_bounded() {
+    let mut lab = Lab::new(weft_policy::DEFAULT_POLICY);
+    let a = dev(1, "a");
+    for _ in 0..5 {
+        lab.register(t(1), &a, None).unwrap();
+    }
+    assert_eq!(
+        lab.c.pending().len(),
+        1,
+        "a new attempt replaces the machine's old one"
+    );
+    for i in 0..weft_tailnet::coordinator::MAX_PENDING as u32 {
+        let d = Dev {
+            machine: MachinePublic::new(key_from(i, 9)),
+            node: NodePublic::new(key_from(i, 10)),
+            host: "x".into(),
+        };
+        if lab.register(t(1), &d, None).is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        lab.c.pending().len(),
+        weft_tailnet::coordinator::MAX_PENDING
+    );
+    let late = Dev {
+        machine: MachinePublic::new(key(200)),
+        node: NodePublic::new(key(201)),
+        host: "late".into(),
+    };
+    assert_eq!(
+        lab.register(t(1), &late, None).unwrap_err(),
+        CoordError::TooManyPending
+    );
+    // Hostile hostnames reach the admin without control characters.
+    let evil = Dev {
+        machine: MachinePublic::new(key(1)),
+        node: NodePublic::new(key(101)),
+        host: "ok\n1234 alice-laptop\u{1b}[2J".into(),
+    };
+    lab.register(t(2), &evil, None).unwrap();
+    assert!(lab
+        .c
+        .pending()
+        .iter()
+        .all(|(_, h)| !h.chars().any(char::is_control)));
+}
+
+#[test]
+fn a_restart_gives_ephemeral_nodes_the_whole_timeout() {
+    let mut lab = Lab::new(weft_policy::DEFAULT_POLICY);
+    let k = lab.key("alice", true, true, &[]);
+    let e = dev(1, "eph");
+    lab.join(&e, &k);
+    lab.stream(t(2), &e);
+    // The server stops two hours later without closing the stream, and starts again.
+    let mut again = Coordinator::new(
+        Config::new("http://127.0.0.1:8080", "tail.weft"),
+        lab.store.load().unwrap(),
+        weft_policy::DEFAULT_POLICY,
+    )
+    .unwrap();
+    assert!(again.tick(t(7200)).is_empty(), "not deleted at start");
+    assert!(again.tick(t(7200 + 1799)).is_empty());
+    assert_eq!(
+        again.tick(t(7200 + 1800)).len(),
+        1,
+        "deleted after the timeout"
+    );
+}
+
+#[test]
+fn an_expired_router_hands_its_routes_over_and_cannot_poll() {
+    let mut lab = Lab::new(weft_policy::DEFAULT_POLICY);
+    let k = lab.key("alice", true, false, &[]);
+    let (c, r1, r2) = (dev(1, "client"), dev(2, "r1"), dev(3, "r2"));
+    for d in [&c, &r1, &r2] {
+        lab.join(d, &k);
+    }
+    let adv = Hostinfo {
+        routable_ips: routes(&["10.1.0.0/24"]),
+        ..Hostinfo::default()
+    };
+    let (_sc, _) = lab.stream(t(2), &c);
+    let (s1, _) = lab.stream_with(t(2), &r1, Some(adv.clone()));
+    lab.stream_with(t(2), &r2, Some(adv));
+    for id in [2, 3] {
+        let ops = lab
+            .c
+            .approve_routes(t(3), id, routes(&["10.1.0.0/24"]))
+            .unwrap();
+        lab.apply(ops);
+    }
+    assert_eq!(lab.c.nodes(t(3))[1].primary_routes, vec!["10.1.0.0/24"]);
+    lab.c.take_updates();
+    let ops = lab.c.expire_node(t(4), 2).unwrap();
+    lab.apply(ops);
+    let ups = lab.c.take_updates();
+    assert!(
+        ups.contains(&Update::Close(s1)),
+        "the expired router's stream ends"
+    );
+    let nodes = lab.c.nodes(t(4));
+    assert!(nodes[1].primary_routes.is_empty());
+    assert_eq!(nodes[2].primary_routes, vec!["10.1.0.0/24"], "r2 took over");
+    let req = MapRequest {
+        node_key: r1.node,
+        stream: true,
+        ..MapRequest::default()
+    };
+    assert_eq!(
+        lab.c.map_request(t(5), r1.machine, &req).unwrap_err(),
+        MapError::KeyExpired
+    );
+}
+
+#[test]
+fn a_new_stream_replaces_the_old_one() {
+    let mut lab = Lab::new(weft_policy::DEFAULT_POLICY);
+    let k = lab.key("alice", true, false, &[]);
+    let (a, b) = (dev(1, "a"), dev(2, "b"));
+    lab.join(&a, &k);
+    lab.join(&b, &k);
+    let (sb, _) = lab.stream(t(2), &b);
+    let (old, _) = lab.stream(t(2), &a);
+    lab.c.take_updates();
+    let (new, _) = lab.stream(t(3), &a);
+    let ups = lab.c.take_updates();
+    assert!(ups.contains(&Update::Close(old)));
+    assert!(
+        Lab::sent_to(&ups, sb).is_empty(),
+        "still online: nothing for the peers"
+    );
+    // Closing the replaced one later changes nothing; closing the live one takes a offline.
+    assert!(lab.c.map_close(t(4), old).is_empty());
+    assert!(lab.c.nodes(t(4))[0].online);
+    lab.c.map_close(t(5), new);
+    assert!(!lab.c.nodes(t(5))[0].online);
+}
+
+#[test]
+fn renames_are_unique_whatever_the_case() {
+    let mut lab = Lab::new(weft_policy::DEFAULT_POLICY);
+    let k = lab.key("alice", true, false, &[]);
+    lab.join(&dev(1, "web"), &k);
+    lab.join(&dev(2, "db"), &k);
+    assert_eq!(
+        lab.c.rename_node(t(2), 2, "Web").unwrap_err(),
+        CoordError::BadName("web".into())
+    );
+    lab.c.rename_node(t(2), 2, "Db-1").unwrap();
+    assert_eq!(lab.c.nodes(t(2))[1].name, "db-1");
+}
+
+#[test]
+fn routes_do_not_follow_a_machine_to_a_new_owner() {
+    let mut lab = Lab::new(weft_policy::DEFAULT_POLICY);
+    let ka = lab.key("alice", true, false, &[]);
+    let kb = lab.key("bob", true, false, &[]);
+    let r = dev(1, "router");
+    lab.join(&r, &ka);
+    lab.stream_with(
+        t(2),
+        &r,
+        Some(Hostinfo {
+            routable_ips: routes(&["10.1.0.0/24"]),
+            ..Hostinfo::default()
+        }),
+    );
+    let ops = lab
+        .c
+        .approve_routes(t(3), 1, routes(&["10.1.0.0/24"]))
+        .unwrap();
+    lab.apply(ops);
+    // Re-registered by bob: alice's approval does not carry over.
+    let req = RegisterRequest {
+        node_key: r.node,
+        auth: Some(RegisterResponseAuth { auth_key: kb }),
+        ..RegisterRequest::default()
+    };
+    let (_, ops) = lab.c.register(t(4), r.machine, &req, &[7; 16]).unwrap();
+    lab.apply(ops);
+    let n = &lab.c.nodes(t(4))[0];
+    assert_eq!(n.user, "bob");
+    assert!(n.approved_routes.is_empty());
+    assert_eq!(
+        lab.register(
+            t(5),
+            &Dev {
+                machine: MachinePublic::new(key(9)),
+                node: NodePublic::ZERO,
+                host: "z".into()
+            },
+            None
+        )
+        .unwrap_err(),
+        CoordError::BadNodeKey
+    );
+}

@@ -14,7 +14,7 @@ use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use weft_keys::{PrivateKey, PublicKey};
 
@@ -54,9 +54,18 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// A boxed response future.
 pub type Reply = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
 
-/// Largest request body read (the client's register and map requests are a few KiB; the
-/// client itself reads at most 1 MiB of a response).
-pub const MAX_REQUEST_BODY: usize = 1 << 20;
+/// Largest request body read (the client's register and map requests are a few KiB).
+pub const MAX_REQUEST_BODY: usize = 256 << 10;
+
+/// A client must send its request head within this long (no slow-loris connections).
+pub(crate) const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// HTTP/2 pings on an idle ts2021 connection, so that a vanished client is noticed (and its
+/// map stream closed, the node shown offline) in about a minute, not at TCP's timeout.
+pub(crate) const H2_KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long an HTTP/2 ping may go unanswered.
+pub(crate) const H2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Concurrent requests on one ts2021 connection (a client uses a handful).
+pub(crate) const H2_MAX_STREAMS: u32 = 16;
 
 /// What the server does with requests. The shell (`weft-coordd`) implements it; the
 /// channel's own tests use a closure, which answers `501` to every ts2021 request.
@@ -141,6 +150,8 @@ where
         async move { Ok::<_, Infallible>(route(req, key, handler).await) }
     });
     hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades()
         .await
@@ -244,6 +255,10 @@ fn upgrade(
             }
         });
         if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(H2_KEEPALIVE))
+            .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT)
+            .max_concurrent_streams(H2_MAX_STREAMS)
             .serve_connection(TokioIo::new(noise), service)
             .await
         {

@@ -258,8 +258,22 @@ pub fn listen(server: Arc<Server>, path: &Path) -> std::io::Result<()> {
     if path.exists() {
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Bind inside a fresh 0700 directory, narrow the socket to 0600, then move it into
+    // place: no moment in which another user could connect, whatever the state directory's
+    // mode.
+    let parent = path.parent().unwrap_or_else(|| Path::new("."));
+    let private = parent.join(format!(".admin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&private);
+    std::fs::create_dir(&private)?;
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700))?;
+    let staged = private.join("admin.sock");
+    let bound = UnixListener::bind(&staged).and_then(|l| {
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(l)
+    });
+    let _ = std::fs::remove_dir_all(&private);
+    let listener = bound?;
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {

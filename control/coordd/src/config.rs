@@ -206,8 +206,18 @@ fn parse_prefix(s: &str) -> anyhow::Result<(IpAddr, u8)> {
 /// # Errors
 /// On any file or flag problem, naming the file or flag.
 pub fn prepare(state_dir: &Path, a: &ServeArgs) -> anyhow::Result<Prepared> {
-    fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
-    fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700))?;
+    if state_dir.exists() {
+        // An existing directory is the operator's: say so if others can read it, but leave
+        // its mode alone (every file weft-coordd writes in it is 0600 anyway).
+        let mode = fs::metadata(state_dir)?.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(dir = %state_dir.display(), mode = format!("{mode:o}"), "state directory is accessible to other users");
+        }
+    } else {
+        fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        fs::set_permissions(state_dir, fs::Permissions::from_mode(0o700))?;
+    }
     let control_key = ControlKey::new(load_or_make_key(&state_dir.join(KEY_FILE))?);
 
     let policy_path = a

@@ -142,6 +142,9 @@ enum NodesCmd {
     },
 }
 
+/// Open client connections at most (each official client keeps one).
+const MAX_CONNECTIONS: usize = 16_384;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -313,7 +316,11 @@ async fn serve(state_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         prepared.policy_text.clone(),
         Some(prepared.policy_path.clone()),
         Timing {
-            keepalive: std::time::Duration::from_secs(args.keepalive_secs.unwrap_or(50).max(1)),
+            // The client drops a stream after 120 s of silence; with up to 9 s of jitter, 100 s
+            // is the most that stays safely inside it.
+            keepalive: std::time::Duration::from_secs(
+                args.keepalive_secs.unwrap_or(50).clamp(1, 100),
+            ),
             ..Timing::default()
         },
     )
@@ -348,12 +355,30 @@ async fn serve(state_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
     let key = Arc::new(prepared.control_key);
     let endpoints: Arc<dyn weft_coord::Handler> = Arc::new(Endpoints(server));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // A bound on open connections: each holds a task, buffers and possibly a map stream.
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((s, _)) = accepted else { continue };
+                let (s, _) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of descriptors, typically: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                    tracing::warn!("connection limit reached; refusing a connection");
+                    continue;
+                };
                 let _ = s.set_nodelay(true);
-                tokio::spawn(weft_coord::serve_connection(s, Arc::clone(&key), Arc::clone(&endpoints)));
+                let (key, endpoints) = (Arc::clone(&key), Arc::clone(&endpoints));
+                tokio::spawn(async move {
+                    let _ = weft_coord::serve_connection(s, key, endpoints).await;
+                    drop(permit);
+                });
             }
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,

@@ -77,13 +77,33 @@ pub fn now() -> Time {
     Time::from_unix(i64::try_from(d.as_secs()).unwrap_or(0), d.subsec_nanos()).unwrap_or(Time::ZERO)
 }
 
-fn random<const N: usize>() -> [u8; N] {
+/// Fresh random bytes; `None` (logged) if the system generator fails — callers refuse the
+/// request rather than use predictable bytes.
+fn random<const N: usize>() -> Option<[u8; N]> {
     let mut b = [0u8; N];
-    // A failing system RNG leaves zeros: the auth id is then guessable, so refuse loudly.
-    if let Err(e) = getrandom::getrandom(&mut b) {
-        tracing::error!(error = %e, "system random number generator failed");
+    match getrandom::getrandom(&mut b) {
+        Ok(()) => Some(b),
+        Err(e) => {
+            tracing::error!(error = %e, "system random number generator failed");
+            None
+        }
     }
-    b
+}
+
+/// Runs `f` where blocking is allowed: store writes fsync under the lock, and must not stall
+/// the runtime's other tasks meanwhile.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// Describes a JSON error without quoting the input (which may hold a pre-auth key).
+fn json_error(e: &serde_json::Error) -> String {
+    format!(
+        "{:?} error at line {} column {}",
+        e.classify(),
+        e.line(),
+        e.column()
+    )
 }
 
 fn json_response<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<weft_coord::Body> {
@@ -150,10 +170,14 @@ impl Server {
                 match inner.store.load().map_err(|e| e.to_string()).and_then(|s| {
                     Coordinator::new(self.cfg.clone(), s, &text).map_err(|e| e.to_string())
                 }) {
-                    Ok(c) => inner.coord = c,
+                    Ok(mut c) => {
+                        // Ids of streams still winding down must not be handed out again.
+                        c.continue_sessions_from(inner.coord.next_session_id());
+                        inner.coord = c;
+                    }
                     Err(e2) => tracing::error!(error = %e2, "reload after a store failure failed"),
                 }
-                return Err(format!("store: {e}"));
+                return Err("storage failure; try again".into());
             }
         }
         for u in inner.coord.take_updates() {
@@ -243,7 +267,9 @@ impl Server {
         let mut t = tokio::time::interval(self.timing.tick);
         loop {
             t.tick().await;
-            let _ = self.with(|c, now| Ok(((), c.tick(now))));
+            blocking(|| {
+                let _ = self.with(|c, now| Ok(((), c.tick(now))));
+            });
         }
     }
 
@@ -255,7 +281,7 @@ impl Server {
         let req: RegisterRequest = match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
-                tracing::debug!(error = %e, "unreadable register request");
+                tracing::debug!(error = %json_error(&e), "unreadable register request");
                 return text(StatusCode::BAD_REQUEST, "malformed RegisterRequest\n");
             }
         };
@@ -272,19 +298,16 @@ impl Server {
         let mut approved = self.approved.subscribe();
         let deadline = tokio::time::Instant::now() + self.timing.followup_wait;
         loop {
-            let reply = {
+            let Some(entropy) = random::<AUTH_ID_ENTROPY>() else {
+                return text(StatusCode::INTERNAL_SERVER_ERROR, "no randomness\n");
+            };
+            let reply = blocking(|| {
                 let mut inner = self.lock();
-                let r = inner
-                    .coord
-                    .register(now(), machine, &req, &random::<AUTH_ID_ENTROPY>());
-                match r {
-                    Ok((reply, ops)) => match self.commit(&mut inner, &ops) {
-                        Ok(()) => Ok(reply),
-                        Err(e) => Err(e),
-                    },
+                match inner.coord.register(now(), machine, &req, &entropy) {
+                    Ok((reply, ops)) => self.commit(&mut inner, &ops).map(|()| reply),
                     Err(e) => Err(e.to_string()),
                 }
-            };
+            });
             let (auth_id, auth_url) = match reply {
                 Ok(RegisterReply::Done(resp)) => return json_response(StatusCode::OK, &*resp),
                 Ok(RegisterReply::Wait { auth_id, auth_url }) => (auth_id, auth_url),
@@ -303,8 +326,10 @@ impl Server {
             let waited = tokio::time::timeout_at(deadline, async {
                 loop {
                     match approved.recv().await {
+                        // Lagged: approvals were missed, maybe ours; ask again.
                         Ok(id) if id == auth_id => return true,
-                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                        Ok(_) => {}
                         Err(broadcast::error::RecvError::Closed) => return false,
                     }
                 }
@@ -330,7 +355,7 @@ impl Server {
         let req: MapRequest = match serde_json::from_slice(&body) {
             Ok(r) => r,
             Err(e) => {
-                tracing::debug!(error = %e, "unreadable map request");
+                tracing::debug!(error = %json_error(&e), "unreadable map request");
                 return text(StatusCode::BAD_REQUEST, "malformed MapRequest\n");
             }
         };
@@ -342,17 +367,21 @@ impl Server {
             );
         }
         let (updates_tx, updates_rx) = mpsc::channel(SESSION_QUEUE);
-        let (session, first) = {
+        let opened = blocking(|| {
             let mut inner = self.lock();
             let (reply, ops) = match inner.coord.map_request(now(), machine, &req) {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::info!(error = %e, "map request refused");
-                    drop(inner);
-                    return text(
-                        StatusCode::UNAUTHORIZED,
-                        "node not registered or not yours\n",
-                    );
+                    let status = match e {
+                        weft_tailnet::MapError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                        weft_tailnet::MapError::KeyExpired => StatusCode::FORBIDDEN,
+                        _ => StatusCode::UNAUTHORIZED,
+                    };
+                    return Err(Box::new(text(
+                        status,
+                        "node not registered, not yours, or expired\n",
+                    )));
                 }
             };
             let out = match reply {
@@ -365,12 +394,17 @@ impl Server {
             };
             if let Err(e) = self.commit(&mut inner, &ops) {
                 tracing::error!(error = %e, "map request not persisted");
-                return text(StatusCode::INTERNAL_SERVER_ERROR, "storage failure\n");
+                return Err(Box::new(text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage failure\n",
+                )));
             }
-            match out {
-                None => return Response::new(full(Bytes::new())),
-                Some(x) => x,
-            }
+            Ok(out)
+        });
+        let (session, first) = match opened {
+            Err(resp) => return *resp,
+            Ok(None) => return Response::new(full(Bytes::new())),
+            Ok(Some(x)) => x,
         };
         let mut first_frame = Vec::new();
         if let Err(e) = frame::encode(&first, &mut first_frame) {
@@ -396,7 +430,9 @@ impl Server {
     ) {
         let keepalive = frame::keep_alive_frame().unwrap_or_default();
         loop {
-            let jitter = Duration::from_millis(u64::from(u16::from_le_bytes(random::<2>())) % 9000);
+            let jitter = Duration::from_millis(
+                u64::from(u16::from_le_bytes(random::<2>().unwrap_or_default())) % 9000,
+            );
             let next = tokio::select! {
                 m = updates.recv() => match m {
                     Some(m) => {
@@ -414,13 +450,23 @@ impl Server {
                 () = tokio::time::sleep(self.timing.keepalive + jitter) => keepalive.clone(),
                 () = body.closed() => break,
             };
-            if body.send(Bytes::from(next)).await.is_err() {
-                break;
+            // A client that stops reading (zero window) is dropped after two keep-alive
+            // periods, so it does not stay "online" forever.
+            match tokio::time::timeout(self.timing.keepalive * 2, body.send(Bytes::from(next)))
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => break,
+                Err(_) => {
+                    tracing::info!(session = session.0, "map stream stalled; closing it");
+                    break;
+                }
             }
         }
-        let _ = self.with(|c, now| Ok(((), c.map_close(now, session))));
-        let mut inner = self.lock();
-        inner.sessions.remove(&session);
+        blocking(|| {
+            let _ = self.with(|c, now| Ok(((), c.map_close(now, session))));
+            self.lock().sessions.remove(&session);
+        });
     }
 
     fn verify(&self, body: &[u8]) -> Response<weft_coord::Body> {
@@ -430,7 +476,7 @@ impl Server {
                 "malformed DERPAdmitClientRequest\n",
             );
         };
-        let allow = self.lock().coord.admits(&req.node_public, now());
+        let allow = blocking(|| self.lock().coord.admits(&req.node_public, now()));
         json_response(StatusCode::OK, &DerpAdmitClientResponse { allow })
     }
 }

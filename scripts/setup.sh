@@ -62,7 +62,7 @@ if [ -z "$pg_ver" ]; then
   echo "setup: creating PostgreSQL $pg_ver cluster main"
   pg_createcluster "$pg_ver" main >/dev/null
 fi
-if ! pg_lsclusters -h | awk -v v="$pg_ver" '$1 == v && $2 == "main" {print $4}' | grep -qx online; then
+if ! pg_lsclusters -h | awk -v v="$pg_ver" '$1 == v && $2 == "main" {print $4}' | grep -q '^online'; then
   echo "setup: starting PostgreSQL $pg_ver cluster main"
   pg_ctlcluster "$pg_ver" main start
 fi

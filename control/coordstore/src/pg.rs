@@ -122,7 +122,12 @@ fn pg_error(e: &postgres::Error) -> StoreError {
             }
             StoreError::Backend(msg)
         }
-        None => StoreError::Backend(e.to_string()),
+        // The client's own errors ("error connecting to server") keep their cause (an I/O
+        // error, a timeout) in `source`.
+        None => match std::error::Error::source(e) {
+            Some(cause) => StoreError::Backend(format!("{e}: {cause}")),
+            None => StoreError::Backend(e.to_string()),
+        },
     }
 }
 

@@ -85,7 +85,7 @@ pub fn pg_admin() -> postgres::Client {
     let base = pg_base();
     postgres::Client::connect(&base, postgres::NoTls).unwrap_or_else(|e| {
         panic!(
-            "cannot reach the test PostgreSQL server with WEFT_TEST_PG=`{base}`: {e}\n\
+            "cannot reach the test PostgreSQL server with WEFT_TEST_PG=`{base}`: {e:?}\n\
              run scripts/setup.sh as root (it installs and starts PostgreSQL and creates the \
              role), or point WEFT_TEST_PG at a server where this role may CREATE DATABASE"
         )

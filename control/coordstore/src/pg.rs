@@ -143,7 +143,14 @@ enum Request {
     Settings(mpsc::SyncSender<Result<Vec<(&'static str, String)>, StoreError>>),
 }
 
-/// The coordination server's records in a PostgreSQL database. See the module documentation.
+/// The coordination server's records in a PostgreSQL database.
+///
+/// The connection lives on a thread of its own; `load` and `apply` hand it the work and block
+/// until it is done, so the store may be called from tokio worker threads (where the
+/// `postgres` client itself would panic). Each `apply` is one `SERIALIZABLE` transaction,
+/// committed with `synchronous_commit = on` on a server with `fsync = on` (both checked at
+/// connect); a connection the server closed is reopened on the next call. No TLS: use a Unix
+/// socket or a trusted link.
 #[derive(Debug)]
 pub struct PgStore {
     /// Requests to the connection thread; `None` only while dropping.
@@ -209,7 +216,7 @@ impl PgStore {
     ///
     /// # Errors
     /// [`StoreError::Backend`] when the server cannot be asked.
-    pub fn durability_settings(&mut self) -> Result<Vec<(&'static str, String)>, StoreError> {
+    pub fn durability_settings(&self) -> Result<Vec<(&'static str, String)>, StoreError> {
         self.call(Request::Settings)
     }
 }

@@ -11,7 +11,7 @@ use crate::files::tampered;
 #[test]
 fn durability_settings_are_on() {
     let db = PgDb::new();
-    let mut store = db.open();
+    let store = db.open();
     assert_eq!(
         store.durability_settings().unwrap(),
         vec![

@@ -116,6 +116,27 @@ pub struct PgDb {
 
 static PG_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// Drops the test databases of test processes that are gone (killed before their guards
+/// ran: a timeout, a SIGKILL), so they do not pile up on a reused machine.
+fn drop_orphans(admin: &mut postgres::Client) {
+    let Ok(rows) = admin.query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'weft\\_t\\_%'",
+        &[],
+    ) else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ =
+                    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            }
+        }
+    }
+}
+
 impl PgDb {
     pub fn new() -> Self {
         let name = format!(
@@ -123,7 +144,9 @@ impl PgDb {
             std::process::id(),
             PG_SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        pg_admin()
+        let mut admin = pg_admin();
+        drop_orphans(&mut admin);
+        admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
         let conninfo = format!("{} dbname={name}", pg_base());

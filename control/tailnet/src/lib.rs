@@ -19,6 +19,8 @@ pub mod authkey;
 pub mod config;
 pub mod coordinator;
 pub mod dnsname;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod mapper;
 pub mod records;
 pub mod store;

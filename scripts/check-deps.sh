@@ -37,7 +37,8 @@ forbid weft-coord weft-dataplane weft-sys weft-cli
 # The control plane never links the data plane; the coordinator core never links a database.
 forbid weft-coordd weft-dataplane weft-sys weft-cli
 forbid weft-tailnet rusqlite hyper weft-coordstore
-forbid weft-coordstore tokio hyper weft-coord
+# (tokio arrives with the postgres client, confined to PgStore's own thread.)
+forbid weft-coordstore hyper weft-coord weft-coordd
 # weft-sys knows no protocol.
 forbid weft-sys weft-wg weft-keys weft-packet weft-handoff
 # Rule 5: anyhow, clap and tracing-subscriber only in binaries and the testkit.

@@ -98,6 +98,11 @@ pub struct ServeArgs {
     /// Keep-alive interval on map streams, seconds (a 0–9 s jitter is added) [default: 50].
     #[arg(long)]
     pub keepalive_secs: Option<u64>,
+    /// Database: a path or `sqlite:PATH` (SQLite), or a PostgreSQL URL / libpq string
+    /// (`postgres://user@host/weft`, `host=/var/run/postgresql dbname=weft`)
+    /// [default: `<state-dir>/weft-coordd.sqlite`].
+    #[arg(long)]
+    pub database: Option<String>,
 }
 
 impl ServeArgs {
@@ -132,6 +137,7 @@ impl ServeArgs {
             key_expiry: self.key_expiry.or(file.key_expiry),
             ephemeral_timeout: self.ephemeral_timeout.or(file.ephemeral_timeout),
             keepalive_secs: self.keepalive_secs.or(file.keepalive_secs),
+            database: self.database.or(file.database),
         }
     }
 
@@ -162,8 +168,8 @@ impl ServeArgs {
 pub struct Prepared {
     /// The coordinator's settings.
     pub config: Config,
-    /// The database path.
-    pub db_path: PathBuf,
+    /// The database spec for `weft_coordstore::open`.
+    pub database: String,
     /// The policy path.
     pub policy_path: PathBuf,
     /// The policy text.
@@ -304,7 +310,10 @@ pub fn prepare(state_dir: &Path, a: &ServeArgs) -> anyhow::Result<Prepared> {
     }
     Ok(Prepared {
         config: cfg,
-        db_path: state_dir.join(DB_FILE),
+        database: a
+            .database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", state_dir.join(DB_FILE).display())),
         policy_path,
         policy_text,
         control_key,

@@ -308,11 +308,11 @@ async fn serve(state_dir: &Path, args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let args = args.resolve()?;
     let prepared = config::prepare(state_dir, &args)?;
-    let store = weft_coordstore::SqliteStore::open(&prepared.db_path)
-        .with_context(|| format!("opening {}", prepared.db_path.display()))?;
+    let store = weft_coordstore::open(&prepared.database)
+        .with_context(|| "opening the database (--database)".to_owned())?;
     let server = Server::new(
         prepared.config.clone(),
-        Box::new(store),
+        store,
         prepared.policy_text.clone(),
         Some(prepared.policy_path.clone()),
         Timing {

@@ -268,7 +268,9 @@ impl Coordinator {
             .into_iter()
             .map(from_policy_id)
             .collect();
-        let changed = self.elect_primaries();
+        // The deleted node is among the changed ones: sessions holding it drop it.
+        let mut changed = vec![id];
+        changed.extend(self.elect_primaries());
         ops.push(StoreOp::DeleteNode(id));
         self.refresh(now, &changed, &affected);
     }

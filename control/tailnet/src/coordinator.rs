@@ -417,8 +417,7 @@ impl Coordinator {
         let compiled = Policy::load(text, &self.policy_tailnet())
             .map_err(|e| CoordError::Policy(e.to_string()))?;
         self.policy = compiled;
-        let all: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
-        self.refresh(now, &[], &all);
+        self.refresh_all(now);
         Ok(())
     }
 

@@ -8,7 +8,8 @@
 //! tags, policy changes, the passing of time. After every step the returned store ops are
 //! applied to a [`MemoryStore`] (which must accept them), and the invariants hold:
 //! * nothing panics;
-//! * addresses and MagicDNS names are unique; every open session belongs to a live node;
+//! * addresses and MagicDNS names are unique; every open session belongs to a live node, and
+//!   the peers and filter it was sent add up to what its node should have (deltas complete);
 //! * a coordinator rebuilt from the store agrees with the live one on everything persistent
 //!   (nodes, users, keys) — no state change is ever missing from the ops.
 #![doc(hidden)]
@@ -322,6 +323,18 @@ fn check_live(run: &Run) -> Result<(), Violation> {
     for (sid, s) in &run.c.sessions {
         if !run.c.nodes.contains_key(&s.node) {
             return Err(Violation(format!("session {} of a deleted node", sid.0)));
+        }
+        // What each client was sent adds up to what it should see (deltas are complete).
+        let truth = run.c.visible_peers(s.node, run.time());
+        if s.peers != truth {
+            return Err(Violation(format!(
+                "session {} of node {} holds peers {:?}, should see {:?}",
+                sid.0, s.node.0, s.peers, truth
+            )));
+        }
+        let filter = run.c.policy.filter_for(crate::mapper::policy_id(s.node));
+        if s.filter != filter {
+            return Err(Violation(format!("session {} holds a stale filter", sid.0)));
         }
     }
     Ok(())

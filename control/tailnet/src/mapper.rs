@@ -263,7 +263,7 @@ impl Coordinator {
 
     /// The peers node `id` may see: the policy's answer, without nodes whose key expired (a
     /// logged-out node disappears from its peers' maps).
-    fn visible_peers(&self, id: NodeId, now: Time) -> BTreeSet<NodeId> {
+    pub(crate) fn visible_peers(&self, id: NodeId, now: Time) -> BTreeSet<NodeId> {
         let Some(me) = self.nodes.get(&id) else {
             return BTreeSet::new();
         };
@@ -282,9 +282,44 @@ impl Coordinator {
             .collect()
     }
 
-    /// Queues the deltas for every session that `changed` (nodes whose wire form changed) and
-    /// `affected` (nodes whose filter or peers may have changed) concern.
+    /// Queues the deltas after an event about the nodes in `changed` (their wire form changed,
+    /// or they joined, left or expired) that made the policy engine report `affected` (nodes
+    /// whose filter or peers may differ).
+    ///
+    /// Cost: one event about node X can change another node's peer set only by X itself —
+    /// whether two other nodes see each other depends on those two alone — so every session
+    /// other than X's own is updated from X's peer set, computed once, with a membership test;
+    /// X's wire form is built once and cloned. Only X's own sessions, and nodes whose filter
+    /// may differ, do more. So one change costs O(its peers), not O(peers²).
     pub(crate) fn refresh(&mut self, now: Time, changed: &[NodeId], affected: &BTreeSet<NodeId>) {
+        self.refresh_scoped(now, changed, affected, false);
+    }
+
+    /// After a policy change: every session's peers and filter are recomputed and diffed.
+    pub(crate) fn refresh_all(&mut self, now: Time) {
+        let all: BTreeSet<NodeId> = self.nodes.keys().copied().collect();
+        self.refresh_scoped(now, &[], &all, true);
+    }
+
+    fn refresh_scoped(
+        &mut self,
+        now: Time,
+        changed: &[NodeId],
+        affected: &BTreeSet<NodeId>,
+        full: bool,
+    ) {
+        // Who sees each changed node now (visibility is symmetric), and its wire form.
+        let seen_by: BTreeMap<NodeId, BTreeSet<NodeId>> = changed
+            .iter()
+            .map(|x| (*x, self.visible_peers(*x, now)))
+            .collect();
+        let wires: BTreeMap<NodeId, Node> = changed
+            .iter()
+            .filter_map(|x| self.wire_node(*x, now, false).map(|w| (*x, w)))
+            .collect();
+        // Sessions to look at: the affected nodes, and everyone the policy lets see a changed
+        // node, expired or not (an expired node's former peers must drop it; a deleted one's
+        // are in `affected`, from the policy engine's view before the removal).
         let mut look: BTreeSet<NodeId> = affected.clone();
         for x in changed {
             look.insert(*x);
@@ -295,24 +330,31 @@ impl Coordinator {
                     .map(from_policy_id),
             );
         }
-        let changed: BTreeSet<NodeId> = changed.iter().copied().collect();
         for n in look {
             let Some(sessions) = self.node_sessions.get(&n).cloned() else {
                 continue;
             };
+            let policy_affected = full || affected.contains(&n);
             for sid in sessions {
-                if let Some(resp) = self.delta(now, sid, &changed, affected.contains(&n)) {
+                let resp = if full || seen_by.contains_key(&n) {
+                    self.delta_full(now, sid, &seen_by, &wires, policy_affected)
+                } else {
+                    self.delta_incremental(now, sid, &seen_by, &wires, policy_affected)
+                };
+                if let Some(resp) = resp {
                     self.outbox.push(Update::Send(sid, Box::new(resp)));
                 }
             }
         }
     }
 
-    fn delta(
+    /// The delta for a session whose own peer set may have changed as a whole.
+    fn delta_full(
         &mut self,
         now: Time,
         sid: SessionId,
-        changed: &BTreeSet<NodeId>,
+        seen_by: &BTreeMap<NodeId, BTreeSet<NodeId>>,
+        wires: &BTreeMap<NodeId, Node>,
         policy_affected: bool,
     ) -> Option<MapResponse> {
         let s = self.sessions.get(&sid)?;
@@ -321,42 +363,85 @@ impl Coordinator {
         let removed: Vec<i64> = s.peers.difference(&new_peers).map(|p| p.0).collect();
         let send: Vec<NodeId> = new_peers
             .iter()
-            .filter(|p| !s.peers.contains(p) || changed.contains(p))
+            .filter(|p| !s.peers.contains(p) || seen_by.contains_key(p))
             .copied()
             .collect();
-        let filter = policy_affected.then(|| self.policy.filter_for(policy_id(me)));
-        let filter_changed = filter.as_ref().is_some_and(|f| *f != s.filter);
         let mut resp = MapResponse::default();
-        let mut new_users = BTreeSet::new();
         for p in &send {
-            if let Some(n) = self.wire_node(*p, now, false) {
-                if !s.users.contains(&n.user) {
-                    new_users.insert(n.user);
-                }
-                resp.peers_changed.push(n);
-            }
+            let w = match wires.get(p) {
+                Some(w) => Some(w.clone()),
+                None => self.wire_node(*p, now, false),
+            };
+            resp.peers_changed.extend(w);
         }
         resp.peers_removed = removed;
-        if changed.contains(&me) {
+        if seen_by.contains_key(&me) {
             resp.node = self.wire_node(me, now, true);
         }
-        if filter_changed {
-            if let Some(f) = &filter {
-                resp.packet_filters
-                    .insert(FILTER_NAME.to_owned(), Some(f.clone()));
+        self.finish_delta(now, sid, resp, Some(new_peers), policy_affected)
+    }
+
+    /// The delta for a session whose peer set can change only by the changed nodes.
+    fn delta_incremental(
+        &mut self,
+        now: Time,
+        sid: SessionId,
+        seen_by: &BTreeMap<NodeId, BTreeSet<NodeId>>,
+        wires: &BTreeMap<NodeId, Node>,
+        policy_affected: bool,
+    ) -> Option<MapResponse> {
+        let s = self.sessions.get_mut(&sid)?;
+        let me = s.node;
+        let mut resp = MapResponse::default();
+        for (x, px) in seen_by {
+            if *x == me {
+                continue;
+            }
+            if px.contains(&me) {
+                s.peers.insert(*x);
+                resp.peers_changed.extend(wires.get(x).cloned());
+            } else if s.peers.remove(x) {
+                resp.peers_removed.push(x.0);
             }
         }
+        self.finish_delta(now, sid, resp, None, policy_affected)
+    }
+
+    /// Adds the filter (when it may have changed) and the new users' profiles, updates what the
+    /// session holds, and returns the response unless it is empty.
+    fn finish_delta(
+        &mut self,
+        now: Time,
+        sid: SessionId,
+        mut resp: MapResponse,
+        new_peers: Option<BTreeSet<NodeId>>,
+        policy_affected: bool,
+    ) -> Option<MapResponse> {
+        let me = self.sessions.get(&sid)?.node;
+        let filter = policy_affected.then(|| self.policy.filter_for(policy_id(me)));
+        let s = self.sessions.get_mut(&sid)?;
+        let mut new_users = BTreeSet::new();
+        for n in &resp.peers_changed {
+            if !s.users.contains(&n.user) {
+                new_users.insert(n.user);
+            }
+        }
+        if let Some(f) = filter {
+            if f != s.filter {
+                resp.packet_filters
+                    .insert(FILTER_NAME.to_owned(), Some(f.clone()));
+                s.filter = f;
+            }
+        }
+        if let Some(p) = new_peers {
+            s.peers = p;
+        }
+        s.users.extend(new_users.iter().copied());
         resp.user_profiles = self.profiles(&new_users);
         let empty = resp.peers_changed.is_empty()
             && resp.peers_removed.is_empty()
             && resp.node.is_none()
             && resp.packet_filters.is_empty();
-        let s = self.sessions.get_mut(&sid)?;
-        s.peers = new_peers;
-        s.users.extend(new_users);
-        if let (true, Some(f)) = (filter_changed, filter) {
-            s.filter = f;
-        }
         if empty {
             return None;
         }

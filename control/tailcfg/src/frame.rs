@@ -84,7 +84,29 @@ impl Default for Limits {
 /// # Errors
 /// [`FrameError::Compress`] if zstd fails; [`FrameError::Oversize`] past 4 GiB compressed.
 pub fn encode_json(json: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
-    let compressed = zstd::bulk::compress(json, COMPRESSION_LEVEL).map_err(FrameError::Compress)?;
+    // One compression context per thread, reused: setting one up costs about four times as
+    // much as compressing a typical small delta (measured by control/tailnet's scale bench:
+    // 21 µs fresh vs 4.5 µs reused per message).
+    thread_local! {
+        static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    let compressed = COMPRESSOR
+        .with(|cell| {
+            let mut slot = cell.try_borrow_mut().ok();
+            match slot.as_deref_mut() {
+                Some(Some(c)) => c.compress(json),
+                Some(empty @ None) => {
+                    let mut c = zstd::bulk::Compressor::new(COMPRESSION_LEVEL)?;
+                    let out = c.compress(json);
+                    *empty = Some(c);
+                    out
+                }
+                // Re-entered on this thread (cannot happen today): compress without the cache.
+                None => zstd::bulk::compress(json, COMPRESSION_LEVEL),
+            }
+        })
+        .map_err(FrameError::Compress)?;
     let len =
         u32::try_from(compressed.len()).map_err(|_| FrameError::Oversize(compressed.len()))?;
     out.reserve(4 + compressed.len());

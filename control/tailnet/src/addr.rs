@@ -70,10 +70,27 @@ impl V4Range {
 
     /// The first free address, skipping `used` and the reserved ones.
     pub fn allocate(&self, used: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        self.allocate_after(used, None)
+    }
+
+    /// The first free address after `after` (wrapping to the start of the range once), so
+    /// that sequential allocation costs O(1) per address instead of a scan from the start;
+    /// freed addresses are reused once the range wraps.
+    pub fn allocate_after(
+        &self,
+        used: &BTreeSet<Ipv4Addr>,
+        after: Option<Ipv4Addr>,
+    ) -> Option<Ipv4Addr> {
         let base = u32::from(self.net);
         let size = 1u64 << (32 - u32::from(self.len));
         let last = size.saturating_sub(1);
-        (1..last.min(u64::from(MAX_PROBES)))
+        let start = after
+            .filter(|a| self.contains(*a))
+            .map_or(1, |a| u64::from(u32::from(a).wrapping_sub(base)) + 1);
+        let start = if start >= last { 1 } else { start };
+        (start..last)
+            .chain(1..start)
+            .take(MAX_PROBES as usize)
             .filter_map(|i| u32::try_from(i).ok())
             .map(|i| Ipv4Addr::from(base.wrapping_add(i)))
             .find(|a| !v4_reserved(*a) && !used.contains(a))
@@ -103,6 +120,15 @@ impl V6Range {
 
     /// The first free address, skipping `used` and the reserved ones.
     pub fn allocate(&self, used: &BTreeSet<Ipv6Addr>) -> Option<Ipv6Addr> {
+        self.allocate_after(used, None)
+    }
+
+    /// As [`V4Range::allocate_after`].
+    pub fn allocate_after(
+        &self,
+        used: &BTreeSet<Ipv6Addr>,
+        after: Option<Ipv6Addr>,
+    ) -> Option<Ipv6Addr> {
         let base = u128::from(self.net);
         let size_bits = 128 - u32::from(self.len);
         let last: u128 = if size_bits >= 128 {
@@ -111,7 +137,13 @@ impl V6Range {
             (1u128 << size_bits) - 1
         };
         let quad100 = Ipv6Addr::new(0xfd7a, 0x115c, 0xa1e0, 0, 0, 0, 0, 0x53);
-        (1..=last.min(u128::from(MAX_PROBES)))
+        let start = after
+            .filter(|a| self.contains(*a))
+            .map_or(1, |a| u128::from(a).wrapping_sub(base).saturating_add(1));
+        let start = if start > last { 1 } else { start };
+        (start..=last)
+            .chain(1..start)
+            .take(MAX_PROBES as usize)
             .map(|i| Ipv6Addr::from(base.wrapping_add(i)))
             .find(|a| *a != quad100 && !used.contains(a))
     }
@@ -144,6 +176,37 @@ mod tests {
             assert_ne!(a.segments()[7], 0x53);
             u6.insert(a);
         }
+    }
+
+    #[test]
+    fn allocation_continues_after_the_last_and_wraps() {
+        let r = V4Range::new(Ipv4Addr::new(10, 0, 0, 0), 29).unwrap();
+        let mut used = BTreeSet::new();
+        let a = r.allocate_after(&used, None).unwrap();
+        used.insert(a);
+        let b = r.allocate_after(&used, Some(a)).unwrap();
+        assert_eq!(b, Ipv4Addr::new(10, 0, 0, 2));
+        used.insert(b);
+        used.remove(&a); // freed
+        let c = r.allocate_after(&used, Some(b)).unwrap();
+        assert_eq!(
+            c,
+            Ipv4Addr::new(10, 0, 0, 3),
+            "continues, does not reuse at once"
+        );
+        for x in 3..=6 {
+            used.insert(Ipv4Addr::new(10, 0, 0, x));
+        }
+        assert_eq!(
+            r.allocate_after(&used, Some(Ipv4Addr::new(10, 0, 0, 6))),
+            Some(Ipv4Addr::new(10, 0, 0, 1)),
+            "wraps to the freed address"
+        );
+        let v6 = DEFAULT_V6;
+        let mut u6 = BTreeSet::new();
+        let x = v6.allocate_after(&u6, None).unwrap();
+        u6.insert(x);
+        assert_eq!(v6.allocate_after(&u6, Some(x)).unwrap().segments()[7], 2);
     }
 
     #[test]

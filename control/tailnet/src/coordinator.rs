@@ -211,6 +211,11 @@ pub struct Coordinator {
     pub(crate) by_machine: BTreeMap<MachinePublic, NodeId>,
     pub(crate) by_node_key: BTreeMap<NodePublic, NodeId>,
     pub(crate) labels: BTreeMap<String, NodeId>,
+    /// Addresses in use, and the last ones handed out (allocation continues after them).
+    used4: BTreeSet<std::net::Ipv4Addr>,
+    used6: BTreeSet<std::net::Ipv6Addr>,
+    last4: Option<std::net::Ipv4Addr>,
+    last6: Option<std::net::Ipv6Addr>,
     pub(crate) next: NextIds,
     pub(crate) policy: CompiledPolicy,
     pub(crate) pending: BTreeMap<String, Pending>,
@@ -288,6 +293,10 @@ impl Coordinator {
             by_machine: BTreeMap::new(),
             by_node_key: BTreeMap::new(),
             labels: BTreeMap::new(),
+            used4: BTreeSet::new(),
+            used6: BTreeSet::new(),
+            last4: None,
+            last6: None,
             next: snapshot.next_ids,
             policy: policy.compile(&Tailnet::new(Vec::new())),
             pending: BTreeMap::new(),
@@ -304,6 +313,8 @@ impl Coordinator {
             c.index_node(&n);
             c.nodes.insert(n.id, n);
         }
+        c.last4 = c.used4.iter().next_back().copied();
+        c.last6 = c.used6.iter().next_back().copied();
         let tailnet = c.policy_tailnet();
         c.policy = policy.compile(&tailnet);
         c.policy
@@ -324,12 +335,20 @@ impl Coordinator {
     }
 
     fn index_node(&mut self, n: &NodeRecord) {
+        self.used4.extend(n.ipv4);
+        self.used6.extend(n.ipv6);
         self.by_machine.insert(n.machine, n.id);
         self.by_node_key.insert(n.node_key, n.id);
         self.labels.insert(n.given_name.clone(), n.id);
     }
 
     pub(crate) fn unindex_node(&mut self, n: &NodeRecord) {
+        if let Some(a) = n.ipv4 {
+            self.used4.remove(&a);
+        }
+        if let Some(a) = n.ipv6 {
+            self.used6.remove(&a);
+        }
         if self.by_machine.get(&n.machine) == Some(&n.id) {
             self.by_machine.remove(&n.machine);
         }
@@ -689,10 +708,18 @@ impl Coordinator {
                 ..old
             }
         } else {
-            let used4: BTreeSet<_> = self.nodes.values().filter_map(|n| n.ipv4).collect();
-            let used6: BTreeSet<_> = self.nodes.values().filter_map(|n| n.ipv6).collect();
-            let ipv4 = self.cfg.v4.allocate(&used4).ok_or(CoordError::NoAddress)?;
-            let ipv6 = self.cfg.v6.allocate(&used6).ok_or(CoordError::NoAddress)?;
+            let ipv4 = self
+                .cfg
+                .v4
+                .allocate_after(&self.used4, self.last4)
+                .ok_or(CoordError::NoAddress)?;
+            let ipv6 = self
+                .cfg
+                .v6
+                .allocate_after(&self.used6, self.last6)
+                .ok_or(CoordError::NoAddress)?;
+            self.last4 = Some(ipv4);
+            self.last6 = Some(ipv6);
             let label = dnsname::unique(&dnsname::sanitize(&hostname), |l| {
                 self.labels.contains_key(l)
             });

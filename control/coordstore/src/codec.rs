@@ -26,7 +26,9 @@ use rusqlite::Row;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use weft_tailcfg::{DiscoPublic, Hostinfo, IpPrefix, MachinePublic, NodePublic, Time};
-use weft_tailnet::{KeyId, NodeId, NodeRecord, PreAuthKeyRecord, StoreError, UserId, UserRecord};
+use weft_tailnet::{
+    ApiKeyRecord, KeyId, NodeId, NodeRecord, PreAuthKeyRecord, StoreError, UserId, UserRecord,
+};
 
 use crate::backend;
 
@@ -36,6 +38,9 @@ pub(crate) const USER_COLUMNS: &str = "id, name, display_name, created";
 /// The SELECT list [`key_from_row`] reads.
 pub(crate) const KEY_COLUMNS: &str = "id, prefix, secret_hash, user_id, reusable, ephemeral, \
      tags, created, expiration, used, revoked";
+
+/// The SELECT list [`api_key_from_row`] reads.
+pub(crate) const API_KEY_COLUMNS: &str = "id, prefix, secret_hash, created, expiration, revoked";
 
 /// The SELECT list [`node_from_row`] reads.
 pub(crate) const NODE_COLUMNS: &str = "id, machine, node_key, disco_key, user_id, tags, \
@@ -227,15 +232,17 @@ pub(crate) fn user_from_row(row: &impl Columns) -> Result<UserRecord, StoreError
     })
 }
 
+/// Reads a 32-byte secret hash. A value of another length is described by its length only:
+/// its bytes are (part of) a secret.
+fn hash_col(row: &impl Columns, name: &str, what: &'static str) -> Result<[u8; 32], StoreError> {
+    let hash = row.bytes(name, what)?;
+    <[u8; 32]>::try_from(hash.as_slice())
+        .map_err(|_| corrupt(what, format!("{} bytes, want 32", hash.len())))
+}
+
 /// Reads a row selected with [`KEY_COLUMNS`].
 pub(crate) fn key_from_row(row: &impl Columns) -> Result<PreAuthKeyRecord, StoreError> {
-    let hash = row.bytes("secret_hash", "preauth_keys.secret_hash")?;
-    let secret_hash = <[u8; 32]>::try_from(hash.as_slice()).map_err(|_| {
-        corrupt(
-            "preauth_keys.secret_hash",
-            format!("{} bytes, want 32", hash.len()),
-        )
-    })?;
+    let secret_hash = hash_col(row, "secret_hash", "preauth_keys.secret_hash")?;
     Ok(PreAuthKeyRecord {
         id: KeyId(row.int("id", "preauth_keys.id")?),
         prefix: row.text("prefix", "preauth_keys.prefix")?,
@@ -248,6 +255,18 @@ pub(crate) fn key_from_row(row: &impl Columns) -> Result<PreAuthKeyRecord, Store
         expiration: time_col(row, "expiration", "preauth_keys.expiration")?,
         used: row.boolean("used", "preauth_keys.used")?,
         revoked: row.boolean("revoked", "preauth_keys.revoked")?,
+    })
+}
+
+/// Reads a row selected with [`API_KEY_COLUMNS`].
+pub(crate) fn api_key_from_row(row: &impl Columns) -> Result<ApiKeyRecord, StoreError> {
+    Ok(ApiKeyRecord {
+        id: KeyId(row.int("id", "api_keys.id")?),
+        prefix: row.text("prefix", "api_keys.prefix")?,
+        secret_hash: hash_col(row, "secret_hash", "api_keys.secret_hash")?,
+        created: time_col(row, "created", "api_keys.created")?,
+        expiration: time_col(row, "expiration", "api_keys.expiration")?,
+        revoked: row.boolean("revoked", "api_keys.revoked")?,
     })
 }
 
@@ -329,6 +348,28 @@ pub(crate) fn key_row(k: &PreAuthKeyRecord) -> Result<KeyRow<'_>, StoreError> {
         created: time_text(k.created, "preauth_keys.created")?,
         expiration: time_text(k.expiration, "preauth_keys.expiration")?,
         used: k.used,
+        revoked: k.revoked,
+    })
+}
+
+/// An API key's column values, in [`API_KEY_COLUMNS`] order, ready to bind.
+pub(crate) struct ApiKeyRow<'a> {
+    pub(crate) id: i64,
+    pub(crate) prefix: &'a str,
+    pub(crate) secret_hash: &'a [u8],
+    pub(crate) created: String,
+    pub(crate) expiration: String,
+    pub(crate) revoked: bool,
+}
+
+/// Encodes an API key; refuses a value that would not read back exactly.
+pub(crate) fn api_key_row(k: &ApiKeyRecord) -> Result<ApiKeyRow<'_>, StoreError> {
+    Ok(ApiKeyRow {
+        id: k.id.0,
+        prefix: &k.prefix,
+        secret_hash: k.secret_hash.as_slice(),
+        created: time_text(k.created, "api_keys.created")?,
+        expiration: time_text(k.expiration, "api_keys.expiration")?,
         revoked: k.revoked,
     })
 }

@@ -16,17 +16,17 @@
 //! before `apply` returns), and foreign keys are enforced so a batch cannot leave a node
 //! without its user.
 //!
-//! The store holds records only — users, pre-auth keys, nodes and the next free ids. Everything
-//! derived from them (the compiled policy, peer sets, primary routes, who is online) is rebuilt
-//! by `weft_tailnet::Coordinator` from [`Store::load`] at start, so there is no second copy
-//! that could disagree. The semantics are exactly those of [`weft_tailnet::MemoryStore`]: puts
+//! The store holds records only — users, pre-auth keys, nodes, API keys and the next free ids.
+//! Everything derived from them (the compiled policy, peer sets, primary routes, who is
+//! online) is rebuilt by `weft_tailnet::Coordinator` from [`Store::load`] at start, so there is
+//! no second copy that could disagree. The semantics are exactly those of [`weft_tailnet::MemoryStore`]: puts
 //! insert or replace by id and move the next free id past it, deletes never lower it, and a
 //! load returns each table sorted by id. On top of it, this store refuses what the in-memory
-//! one cannot notice: duplicate user names, pre-auth key prefixes, machine keys or node keys,
-//! and rows whose user does not exist.
+//! one cannot notice: duplicate user names, pre-auth key prefixes, API key prefixes, machine
+//! keys or node keys, and rows whose user does not exist.
 //!
-//! The file holds pre-auth key hashes and machine keys, so it is created with mode 0600 and
-//! its WAL files are kept at 0600 as well. Errors never carry a stored secret: values are
+//! The file holds pre-auth and API key hashes and machine keys, so it is created with mode
+//! 0600 and its WAL files are kept at 0600 as well. Errors never carry a stored secret: values are
 //! bound as parameters (SQLite's messages name columns, not values), and a malformed
 //! `secret_hash` is described only by its length.
 //!
@@ -355,6 +355,27 @@ fn apply_op(tx: &Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
             bump(tx, "node", n.id.0)
         }
         StoreOp::DeleteNode(id) => exec(tx, "DELETE FROM nodes WHERE id = ?1", [id.0]),
+        StoreOp::PutApiKey(k) => {
+            let r = codec::api_key_row(k)?;
+            exec(
+                tx,
+                "INSERT INTO api_keys (id, prefix, secret_hash, created, expiration, revoked) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+                 ON CONFLICT (id) DO UPDATE SET prefix = excluded.prefix, \
+                 secret_hash = excluded.secret_hash, created = excluded.created, \
+                 expiration = excluded.expiration, revoked = excluded.revoked",
+                params![
+                    r.id,
+                    r.prefix,
+                    r.secret_hash,
+                    r.created,
+                    r.expiration,
+                    bool_int(r.revoked),
+                ],
+            )?;
+            bump(tx, "api_key", k.id.0)
+        }
+        StoreOp::DeleteApiKey(id) => exec(tx, "DELETE FROM api_keys WHERE id = ?1", [id.0]),
     }
 }
 
@@ -380,12 +401,12 @@ fn read_table<T>(
 /// out that id again).
 fn read_next_ids(
     tx: &Transaction<'_>,
-    max_ids: [(&'static str, Option<i64>); 3],
+    max_ids: [(&'static str, Option<i64>); 4],
 ) -> Result<NextIds, StoreError> {
     let mut stmt = tx
         .prepare("SELECT next FROM counters WHERE name = ?1")
         .map_err(backend)?;
-    let mut values = [0i64; 3];
+    let mut values = [0i64; 4];
     for ((name, max_id), value) in max_ids.into_iter().zip(values.iter_mut()) {
         let next: Option<i64> = match stmt.query_row([name], |r| r.get(0)) {
             Ok(v) => Some(v),
@@ -395,8 +416,13 @@ fn read_next_ids(
         let next = codec::check_next(name, next, max_id)?;
         *value = next;
     }
-    let [user, key, node] = values;
-    Ok(NextIds { user, key, node })
+    let [user, key, node, api_key] = values;
+    Ok(NextIds {
+        user,
+        key,
+        node,
+        api_key,
+    })
 }
 
 impl Store for SqliteStore {
@@ -415,12 +441,16 @@ impl Store for SqliteStore {
         let nodes = read_table(&tx, codec::NODE_COLUMNS, "nodes", |r| {
             codec::node_from_row(r)
         })?;
+        let api_keys = read_table(&tx, codec::API_KEY_COLUMNS, "api_keys", |r| {
+            codec::api_key_from_row(r)
+        })?;
         let next_ids = read_next_ids(
             &tx,
             [
                 ("user", users.last().map(|u| u.id.0)),
                 ("key", keys.last().map(|k| k.id.0)),
                 ("node", nodes.last().map(|n| n.id.0)),
+                ("api_key", api_keys.last().map(|k| k.id.0)),
             ],
         )?;
         tx.commit().map_err(backend)?;
@@ -428,6 +458,7 @@ impl Store for SqliteStore {
             users,
             keys,
             nodes,
+            api_keys,
             next_ids,
         })
     }

@@ -90,9 +90,25 @@ CREATE TABLE counters (
 INSERT INTO counters (name, next) VALUES ('user', 1), ('key', 1), ('node', 1);
 ";
 
+/// Version 2: API keys of the HTTP admin API and their id counter, as SQLite's version 2
+/// (types as in `preauth_keys`). The counter starts past any id already in the table (none,
+/// in a database migrated from version 1).
+const V2: &str = "
+CREATE TABLE api_keys (
+    id          BIGINT  PRIMARY KEY,
+    prefix      TEXT    NOT NULL UNIQUE,
+    secret_hash BYTEA   NOT NULL CHECK (octet_length(secret_hash) = 32),
+    created     TEXT    NOT NULL,
+    expiration  TEXT    NOT NULL,
+    revoked     BOOLEAN NOT NULL
+);
+
+INSERT INTO counters (name, next) SELECT 'api_key', coalesce(max(id), 0) + 1 FROM api_keys;
+";
+
 /// The migrations, oldest first: entry `i` takes the schema from version `i` to `i + 1`.
 /// Entries are never edited once released; a change is a new entry.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The PostgreSQL schema version this build writes and the newest it can read.
 // A handful of entries: the cast cannot truncate.
@@ -435,6 +451,9 @@ fn load(client: &mut Client) -> Result<Snapshot, StoreError> {
     let nodes = read_table(&mut tx, codec::NODE_COLUMNS, "nodes", |r| {
         codec::node_from_row(r)
     })?;
+    let api_keys = read_table(&mut tx, codec::API_KEY_COLUMNS, "api_keys", |r| {
+        codec::api_key_from_row(r)
+    })?;
     let counters = tx
         .query("SELECT name, next FROM counters", &[])
         .map_err(|e| pg_error(&e))?;
@@ -450,12 +469,18 @@ fn load(client: &mut Client) -> Result<Snapshot, StoreError> {
         user: codec::check_next("user", next_of("user")?, users.last().map(|u| u.id.0))?,
         key: codec::check_next("key", next_of("key")?, keys.last().map(|k| k.id.0))?,
         node: codec::check_next("node", next_of("node")?, nodes.last().map(|n| n.id.0))?,
+        api_key: codec::check_next(
+            "api_key",
+            next_of("api_key")?,
+            api_keys.last().map(|k| k.id.0),
+        )?,
     };
     tx.commit().map_err(|e| pg_error(&e))?;
     Ok(Snapshot {
         users,
         keys,
         nodes,
+        api_keys,
         next_ids,
     })
 }
@@ -592,6 +617,29 @@ fn apply_op(tx: &mut Transaction<'_>, op: &StoreOp) -> Result<(), StoreError> {
         }
         StoreOp::DeleteNode(id) => {
             exec(tx, "DELETE FROM nodes WHERE id = $1", &[&id.0]).map(|_| ())
+        }
+        StoreOp::PutApiKey(k) => {
+            let r = codec::api_key_row(k)?;
+            exec(
+                tx,
+                "INSERT INTO api_keys (id, prefix, secret_hash, created, expiration, revoked) \
+                 VALUES ($1, $2, $3, $4, $5, $6) \
+                 ON CONFLICT (id) DO UPDATE SET prefix = excluded.prefix, \
+                 secret_hash = excluded.secret_hash, created = excluded.created, \
+                 expiration = excluded.expiration, revoked = excluded.revoked",
+                &[
+                    &r.id,
+                    &r.prefix,
+                    &r.secret_hash,
+                    &r.created,
+                    &r.expiration,
+                    &r.revoked,
+                ],
+            )?;
+            bump(tx, "api_key", r.id)
+        }
+        StoreOp::DeleteApiKey(id) => {
+            exec(tx, "DELETE FROM api_keys WHERE id = $1", &[&id.0]).map(|_| ())
         }
     }
 }

@@ -11,8 +11,9 @@
 //! RFC 3339 text and lists as JSON, so the database is readable with the `sqlite3` shell
 //! during an incident; `STRICT` tables make SQLite refuse a value of the wrong storage class
 //! instead of silently converting it. Unique constraints mirror what the coordinator already
-//! guarantees (one user per login name, one node per machine key and per node key), so a bug
-//! there fails a write instead of persisting an inconsistent tailnet.
+//! guarantees (one user per login name, one pre-auth key and one API key per prefix, one node
+//! per machine key and per node key), so a bug there fails a write instead of persisting an
+//! inconsistent tailnet.
 
 use rusqlite::{Connection, TransactionBehavior};
 use weft_tailnet::StoreError;
@@ -75,8 +76,28 @@ CREATE TABLE counters (
 INSERT INTO counters (name, next) VALUES ('user', 1), ('key', 1), ('node', 1);
 ";
 
+/// Version 2: API keys of the HTTP admin API, with their own id counter.
+///
+/// Encoded as `preauth_keys` is (times as RFC 3339 text, the 32-byte hash as a BLOB, the flag
+/// as 0/1). The prefix is unique among API keys, as the coordinator keeps it; an API key and a
+/// pre-auth key are separate kinds of key (told apart by their text, kept in separate tables),
+/// so no constraint spans both. The counter starts past any id already in the table: in a
+/// database coming from version 1 the table is new and empty, so it starts at 1.
+const V2: &str = "
+CREATE TABLE api_keys (
+    id          INTEGER PRIMARY KEY,
+    prefix      TEXT    NOT NULL UNIQUE,
+    secret_hash BLOB    NOT NULL CHECK (length(secret_hash) = 32),
+    created     TEXT    NOT NULL,
+    expiration  TEXT    NOT NULL,
+    revoked     INTEGER NOT NULL CHECK (revoked IN (0, 1))
+) STRICT;
+
+INSERT INTO counters (name, next) SELECT 'api_key', coalesce(max(id), 0) + 1 FROM api_keys;
+";
+
 /// The migrations, oldest first: entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes and the newest it can read.
 // A handful of entries: the cast cannot truncate.

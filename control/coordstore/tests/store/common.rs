@@ -8,7 +8,7 @@ use std::sync::Arc;
 use weft_coordstore::{PgStore, SqliteStore};
 use weft_tailcfg::{DiscoPublic, MachinePublic, NodePublic, Time};
 use weft_tailnet::Store;
-use weft_tailnet::{KeyId, NodeId, NodeRecord, PreAuthKeyRecord, UserId, UserRecord};
+use weft_tailnet::{ApiKeyRecord, KeyId, NodeId, NodeRecord, PreAuthKeyRecord, UserId, UserRecord};
 
 /// A database file in a fresh temporary directory, removed (with the directory) on drop.
 pub struct TempDb {
@@ -249,6 +249,18 @@ pub fn key(id: i64, user: i64) -> PreAuthKeyRecord {
         created: t(1_700_000_100, 0),
         expiration: Time::ZERO,
         used: false,
+        revoked: false,
+    }
+}
+
+/// An API key whose prefix is derived from its id.
+pub fn api_key(id: i64) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: KeyId(id),
+        prefix: format!("api{id}"),
+        secret_hash: [0x3c; 32],
+        created: t(1_700_000_400, 0),
+        expiration: Time::ZERO,
         revoked: false,
     }
 }

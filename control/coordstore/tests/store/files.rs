@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use weft_coordstore::{SqliteStore, SCHEMA_VERSION};
 use weft_tailnet::{Store, StoreError, StoreOp};
 
-use crate::common::{both_backends, key, node, user, Backend, TempDb};
+use crate::common::{api_key, both_backends, key, node, user, Backend, TempDb};
 
 fn mode(path: &Path) -> u32 {
     fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -94,7 +94,7 @@ fn durability_settings_are_full_and_wal() {
     assert_eq!(mode, "wal");
 }
 
-/// Stores user 1, key 1 and node 1, then runs `sql` on the database behind the store's back.
+/// Stores user 1, key 1, node 1 and API key 1, then runs `sql` on the database behind the store's back.
 pub(crate) fn tampered<B: Backend>(root: &B, sql: &str) -> (B, B::S) {
     let db = root.another();
     let mut store = db.open();
@@ -103,6 +103,7 @@ pub(crate) fn tampered<B: Backend>(root: &B, sql: &str) -> (B, B::S) {
             StoreOp::PutUser(user(1)),
             StoreOp::PutKey(key(1, 1)),
             StoreOp::PutNode(node(1, 1)),
+            StoreOp::PutApiKey(api_key(1)),
         ])
         .unwrap();
     db.tamper(sql);
@@ -136,6 +137,13 @@ fn malformed_values_load_as_corrupt<B: Backend>() {
             "counters",
         ),
         ("DELETE FROM counters WHERE name = 'key'", "counters"),
+        ("UPDATE api_keys SET created = 'today'", "api_keys.created"),
+        ("UPDATE api_keys SET expiration = ''", "api_keys.expiration"),
+        (
+            "UPDATE counters SET next = 1 WHERE name = 'api_key'",
+            "counters",
+        ),
+        ("DELETE FROM counters WHERE name = 'api_key'", "counters"),
     ];
     let root = B::fresh();
     for (sql, column) in cases {
@@ -152,19 +160,35 @@ fn malformed_values_load_as_corrupt<B: Backend>() {
 #[test]
 fn corrupt_secret_hash_is_described_by_length_only() {
     // The CHECK constraint keeps a wrong length out; a hand-made table without it does not.
+    for table in ["preauth_keys", "api_keys"] {
+        let (_db, mut store) = tampered(
+            &TempDb::new(),
+            &format!(
+                "PRAGMA ignore_check_constraints = ON; \
+                 UPDATE {table} SET secret_hash = x'a5a5a5';"
+            ),
+        );
+        match store.load() {
+            Err(StoreError::Corrupt { what, detail }) => {
+                assert_eq!(what, format!("{table}.secret_hash"));
+                assert!(
+                    !detail.contains("a5") && !detail.contains("165"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{table}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn out_of_range_flag_is_corrupt() {
     let (_db, mut store) = tampered(
         &TempDb::new(),
-        "PRAGMA ignore_check_constraints = ON; \
-         UPDATE preauth_keys SET secret_hash = x'a5a5a5';",
+        "PRAGMA ignore_check_constraints = ON; UPDATE api_keys SET revoked = 2;",
     );
     match store.load() {
-        Err(StoreError::Corrupt { what, detail }) => {
-            assert_eq!(what, "preauth_keys.secret_hash");
-            assert!(
-                !detail.contains("a5") && !detail.contains("165"),
-                "{detail}"
-            );
-        }
+        Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "api_keys.revoked"),
         other => panic!("{other:?}"),
     }
 }

@@ -5,7 +5,7 @@
 use weft_coordstore::{PgStore, PG_SCHEMA_VERSION};
 use weft_tailnet::{Store, StoreError, StoreOp};
 
-use crate::common::{key, node, pg_admin, user, Backend, PgDb};
+use crate::common::{api_key, key, node, pg_admin, user, Backend, PgDb};
 use crate::files::tampered;
 
 #[test]
@@ -55,20 +55,25 @@ fn schema_version_row_and_newer_schema_is_refused() {
 
 #[test]
 fn corrupt_secret_hash_is_described_by_length_only() {
-    let (_db, mut store) = tampered(
-        &PgDb::new(),
-        "ALTER TABLE preauth_keys DROP CONSTRAINT preauth_keys_secret_hash_check; \
-         UPDATE preauth_keys SET secret_hash = '\\xa5a5a5';",
-    );
-    match store.load() {
-        Err(StoreError::Corrupt { what, detail }) => {
-            assert_eq!(what, "preauth_keys.secret_hash");
-            assert!(
-                !detail.contains("a5") && !detail.contains("165"),
-                "{detail}"
-            );
+    let root = PgDb::new();
+    for table in ["preauth_keys", "api_keys"] {
+        let (_db, mut store) = tampered(
+            &root,
+            &format!(
+                "ALTER TABLE {table} DROP CONSTRAINT {table}_secret_hash_check; \
+                 UPDATE {table} SET secret_hash = '\\xa5a5a5';"
+            ),
+        );
+        match store.load() {
+            Err(StoreError::Corrupt { what, detail }) => {
+                assert_eq!(what, format!("{table}.secret_hash"));
+                assert!(
+                    !detail.contains("a5") && !detail.contains("165"),
+                    "{detail}"
+                );
+            }
+            other => panic!("{table}: {other:?}"),
         }
-        other => panic!("{other:?}"),
     }
 }
 
@@ -84,6 +89,10 @@ fn column_of_another_type_is_corrupt() {
             "ALTER TABLE users ALTER COLUMN display_name DROP NOT NULL; \
              UPDATE users SET display_name = NULL",
             "users.display_name",
+        ),
+        (
+            "ALTER TABLE api_keys ALTER COLUMN revoked TYPE text USING 'no'",
+            "api_keys.revoked",
         ),
     ] {
         let (_db, mut store) = tampered(&root, sql);
@@ -107,6 +116,16 @@ fn check_violation_error_carries_no_secret() {
         Err(StoreError::Backend(msg)) => {
             assert!(msg.contains("no_tags"), "{msg}");
             assert!(!msg.contains("cdcd") && !msg.contains("pfx1"), "{msg}");
+        }
+        other => panic!("{other:?}"),
+    }
+    db.tamper("ALTER TABLE api_keys ADD CONSTRAINT no_api CHECK (revoked)");
+    let mut a = api_key(1);
+    a.secret_hash = [0xcd; 32];
+    match store.apply(&[StoreOp::PutApiKey(a)]) {
+        Err(StoreError::Backend(msg)) => {
+            assert!(msg.contains("no_api"), "{msg}");
+            assert!(!msg.contains("cdcd") && !msg.contains("api1"), "{msg}");
         }
         other => panic!("{other:?}"),
     }

@@ -2,10 +2,12 @@
 //! in-memory reference load the same after every batch, and again after a reopen.
 //!
 //! Generated ops are made legal the way the coordinator makes them (a user's keys and nodes
-//! are deleted before it; a record's user exists), since the in-memory store does not check
-//! either. Some batches end in an op that names a user that never exists: SQLite must refuse
-//! the whole batch and load exactly as before. (PostgreSQL runs each case in a fresh schema of
-//! one database per test, which is far cheaper than a database per case.)
+//! are deleted before it; a record's user exists; an API key's prefix is not another key's),
+//! since the in-memory store does not check any of it. Some batches end in an op that breaks
+//! a constraint — a node whose user never exists, or an API key taking another key's prefix
+//! (as a new key, or as an existing one renamed): the store must refuse the whole batch and
+//! load exactly as before. (PostgreSQL runs each case in a fresh schema of one database per
+//! test, which is far cheaper than a database per case.)
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,10 +15,11 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use weft_tailcfg::{DiscoPublic, Hostinfo, IpPrefix, NodePublic, Time};
 use weft_tailnet::{
-    KeyId, MemoryStore, NodeId, NodeRecord, PreAuthKeyRecord, Store, StoreOp, UserId, UserRecord,
+    ApiKeyRecord, KeyId, MemoryStore, NodeId, NodeRecord, PreAuthKeyRecord, Store, StoreOp, UserId,
+    UserRecord,
 };
 
-use crate::common::{key, key_bytes, node, user, Backend, PgDb, TempDb};
+use crate::common::{api_key, key, key_bytes, node, user, Backend, PgDb, TempDb};
 
 fn time() -> impl Strategy<Value = Time> {
     prop_oneof![
@@ -63,6 +66,26 @@ fn key_op() -> impl Strategy<Value = StoreOp> {
                 })
             },
         )
+}
+
+/// API keys 1–4 with prefixes from a set of three, so that prefixes collide often.
+fn api_key_op() -> impl Strategy<Value = StoreOp> {
+    (
+        (1i64..=4, 1u8..=3, any::<u8>()),
+        any::<bool>(),
+        time(),
+        time(),
+    )
+        .prop_map(|((id, prefix, hash), revoked, created, expiration)| {
+            StoreOp::PutApiKey(ApiKeyRecord {
+                prefix: format!("api{prefix}"),
+                secret_hash: [hash; 32],
+                created,
+                expiration,
+                revoked,
+                ..api_key(id)
+            })
+        })
 }
 
 fn hostinfo() -> impl Strategy<Value = Hostinfo> {
@@ -147,12 +170,64 @@ fn op() -> impl Strategy<Value = StoreOp> {
         1 => (1i64..=5).prop_map(|id| StoreOp::DeleteKey(KeyId(id))),
         4 => node_op(),
         2 => (1i64..=6).prop_map(|id| StoreOp::DeleteNode(NodeId(id))),
+        3 => api_key_op(),
+        1 => (1i64..=5).prop_map(|id| StoreOp::DeleteApiKey(KeyId(id))),
     ]
 }
 
-/// A batch and whether it ends in an op that must fail.
-fn batches() -> impl Strategy<Value = Vec<(Vec<StoreOp>, bool)>> {
-    vec((vec(op(), 0..6), prop::bool::weighted(0.15)), 1..6)
+/// The constraint a poisoned batch's last op breaks.
+#[derive(Debug, Clone, Copy)]
+enum Poison {
+    /// A node of user 99, who never exists.
+    MissingUser,
+    /// An API key with the prefix of another one.
+    DuplicateApiKeyPrefix,
+}
+
+impl Poison {
+    /// The failing ops to append to a batch after which `model` holds.
+    fn ops(self, model: &Model) -> Vec<StoreOp> {
+        match self {
+            Self::MissingUser => vec![StoreOp::PutNode(node(6, 99))],
+            Self::DuplicateApiKeyPrefix => {
+                let mut held = model.api_keys.iter();
+                match (held.next(), held.next()) {
+                    // An existing key renamed onto another's prefix (the upsert's update path).
+                    (Some((&a, _)), Some((_, b_prefix))) => {
+                        vec![StoreOp::PutApiKey(ApiKeyRecord {
+                            prefix: b_prefix.clone(),
+                            ..api_key(a)
+                        })]
+                    }
+                    // A new key (9 is never generated) with an existing key's prefix.
+                    (Some((_, prefix)), None) => vec![StoreOp::PutApiKey(ApiKeyRecord {
+                        prefix: prefix.clone(),
+                        ..api_key(9)
+                    })],
+                    // No key yet: both in this batch.
+                    (None, _) => vec![
+                        StoreOp::PutApiKey(api_key(8)),
+                        StoreOp::PutApiKey(ApiKeyRecord {
+                            prefix: api_key(8).prefix,
+                            ..api_key(9)
+                        }),
+                    ],
+                }
+            }
+        }
+    }
+}
+
+/// A batch and the constraint its last op breaks, if it is poisoned.
+fn batches() -> impl Strategy<Value = Vec<(Vec<StoreOp>, Option<Poison>)>> {
+    let poison = prop_oneof![
+        Just(Poison::MissingUser),
+        Just(Poison::DuplicateApiKeyPrefix)
+    ];
+    vec(
+        (vec(op(), 0..6), prop::option::weighted(0.15, poison)),
+        1..6,
+    )
 }
 
 /// Which records exist, enough to make generated ops legal.
@@ -161,6 +236,8 @@ struct Model {
     users: BTreeSet<i64>,
     keys: BTreeMap<i64, i64>,
     nodes: BTreeMap<i64, i64>,
+    /// API key id to prefix.
+    api_keys: BTreeMap<i64, String>,
 }
 
 impl Model {
@@ -203,6 +280,23 @@ impl Model {
                 StoreOp::DeleteNode(id) => {
                     self.nodes.remove(&id.0);
                 }
+                StoreOp::PutApiKey(k) => {
+                    // The coordinator never gives a key a prefix in use: here the key holding
+                    // it goes first (a prefix freed and reused within one batch).
+                    let holder = self
+                        .api_keys
+                        .iter()
+                        .find(|(id, prefix)| **id != k.id.0 && **prefix == k.prefix)
+                        .map(|(id, _)| *id);
+                    if let Some(holder) = holder {
+                        out.push(StoreOp::DeleteApiKey(KeyId(holder)));
+                        self.api_keys.remove(&holder);
+                    }
+                    self.api_keys.insert(k.id.0, k.prefix.clone());
+                }
+                StoreOp::DeleteApiKey(id) => {
+                    self.api_keys.remove(&id.0);
+                }
             }
             out.push(op.clone());
         }
@@ -213,17 +307,17 @@ impl Model {
 /// Applies `batches` to a store on `db` and to the in-memory reference, comparing loads.
 fn matches_memory_store<B: Backend>(
     db: &B,
-    batches: &[(Vec<StoreOp>, bool)],
+    batches: &[(Vec<StoreOp>, Option<Poison>)],
 ) -> Result<(), TestCaseError> {
     let mut store = db.open();
     let mut mem = MemoryStore::default();
     let mut model = Model::default();
-    for (ops, poisoned) in batches {
+    for (ops, poison) in batches {
         let mut next_model = model.clone();
         let mut legal = next_model.legalize(ops);
-        if *poisoned {
-            // User 99 never exists: the foreign key fails, after everything else ran.
-            legal.push(StoreOp::PutNode(node(6, 99)));
+        if let Some(poison) = poison {
+            // The constraint fails after everything else in the batch ran.
+            legal.extend(poison.ops(&next_model));
             let before = store.load().unwrap();
             prop_assert!(store.apply(&legal).is_err());
             prop_assert_eq!(store.load().unwrap(), before);

@@ -3,10 +3,11 @@
 
 use weft_tailcfg::{DiscoPublic, Hostinfo, Time};
 use weft_tailnet::{
-    KeyId, MemoryStore, NextIds, NodeId, NodeRecord, Store, StoreError, StoreOp, UserId,
+    ApiKeyRecord, KeyId, MemoryStore, NextIds, NodeId, NodeRecord, Store, StoreError, StoreOp,
+    UserId,
 };
 
-use crate::common::{both_backends, key, key_bytes, node, t, user, Backend};
+use crate::common::{api_key, both_backends, key, key_bytes, node, t, user, Backend};
 
 fn hostinfo() -> Hostinfo {
     serde_json::from_str(
@@ -47,7 +48,7 @@ fn full_node() -> NodeRecord {
     full
 }
 
-/// Users, keys and nodes covering every optional field set and unset.
+/// Users, keys, nodes and API keys covering every optional field set and unset.
 fn first_batch() -> Vec<StoreOp> {
     let mut k1 = key(1, 1);
     k1.reusable = true;
@@ -67,6 +68,15 @@ fn first_batch() -> Vec<StoreOp> {
     u3.created = Time::ZERO;
     u3.display_name = String::new();
 
+    let mut a1 = api_key(1);
+    a1.expiration = t(1_800_000_000, 5);
+    let a2 = ApiKeyRecord {
+        secret_hash: [0x5a; 32],
+        created: Time::parse("2024-05-01T10:00:00.25-07:30").unwrap(),
+        revoked: true,
+        ..api_key(2)
+    };
+
     vec![
         StoreOp::PutUser(user(1)),
         StoreOp::PutUser(u2),
@@ -75,6 +85,8 @@ fn first_batch() -> Vec<StoreOp> {
         StoreOp::PutKey(k2),
         StoreOp::PutNode(full_node()),
         StoreOp::PutNode(node(2, 2)),
+        StoreOp::PutApiKey(a1),
+        StoreOp::PutApiKey(a2),
     ]
 }
 
@@ -86,6 +98,14 @@ fn second_batch() -> Vec<StoreOp> {
     n1.last_seen = Some(t(1_700_000_900, 0));
     let mut u1 = user(1);
     u1.display_name = "Alice".into();
+    let mut a1 = api_key(1);
+    a1.expiration = t(1_800_000_000, 5);
+    a1.revoked = true;
+    // The prefix of key 2, deleted earlier in the same batch.
+    let a3 = ApiKeyRecord {
+        prefix: "api2".into(),
+        ..api_key(3)
+    };
     vec![
         StoreOp::PutNode(n1),
         StoreOp::DeleteNode(NodeId(2)),
@@ -93,9 +113,14 @@ fn second_batch() -> Vec<StoreOp> {
         StoreOp::PutUser(u1),
         StoreOp::DeleteUser(UserId(3)),
         StoreOp::PutNode(node(10, 1)),
+        StoreOp::PutApiKey(a1),
+        StoreOp::DeleteApiKey(KeyId(2)),
+        StoreOp::PutApiKey(a3),
+        StoreOp::PutApiKey(api_key(7)),
         // Deletes of ids that never existed are no-ops.
         StoreOp::DeleteNode(NodeId(77)),
         StoreOp::DeleteUser(UserId(77)),
+        StoreOp::DeleteApiKey(KeyId(77)),
     ]
 }
 
@@ -128,7 +153,8 @@ fn round_trip_matches_memory_store_across_reopen<B: Backend>() {
         NextIds {
             user: 4,
             key: 3,
-            node: 11
+            node: 11,
+            api_key: 8,
         }
     );
     assert_eq!(loaded.nodes.len(), 2);
@@ -136,6 +162,12 @@ fn round_trip_matches_memory_store_across_reopen<B: Backend>() {
     assert_eq!(loaded.nodes[0].hostinfo, Some(hostinfo()));
     assert!(loaded.keys[0].expiration.is_zero());
     assert_eq!(loaded.keys[0].secret_hash, [0xa5; 32]);
+    let prefixes: Vec<&str> = loaded.api_keys.iter().map(|k| k.prefix.as_str()).collect();
+    assert_eq!(prefixes, ["api1", "api2", "api7"]);
+    assert_eq!(loaded.api_keys[0].secret_hash, [0x3c; 32]);
+    assert!(loaded.api_keys[0].revoked);
+    assert_eq!(loaded.api_keys[0].expiration.get().nanosecond(), 5);
+    assert!(loaded.api_keys[2].expiration.is_zero());
 }
 
 fn base(store: &mut impl Store) -> weft_tailnet::Snapshot {
@@ -144,6 +176,7 @@ fn base(store: &mut impl Store) -> weft_tailnet::Snapshot {
             StoreOp::PutUser(user(1)),
             StoreOp::PutKey(key(1, 1)),
             StoreOp::PutNode(node(1, 1)),
+            StoreOp::PutApiKey(api_key(1)),
         ])
         .unwrap();
     store.load().unwrap()
@@ -163,6 +196,17 @@ fn failing_batch_changes_nothing<B: Backend>() {
     dup_machine.machine = node(1, 1).machine;
     let mut dup_node_key = node(8, 1);
     dup_node_key.node_key = node(1, 1).node_key;
+    let dup_api_prefix = ApiKeyRecord {
+        prefix: "api1".into(),
+        secret_hash: [0xcd; 32],
+        ..api_key(9)
+    };
+    // An existing key (2, put earlier in the batch) renamed onto key 1's prefix.
+    let api_renamed = ApiKeyRecord {
+        prefix: "api1".into(),
+        secret_hash: [0xcd; 32],
+        ..api_key(2)
+    };
 
     let bad_batches: Vec<Vec<StoreOp>> = vec![
         // The last op of each batch fails; everything before it must be undone too,
@@ -181,6 +225,17 @@ fn failing_batch_changes_nothing<B: Backend>() {
         vec![StoreOp::PutNode(node(3, 1)), StoreOp::PutNode(dup_node_key)],
         vec![StoreOp::PutUser(user(4)), StoreOp::PutNode(node(7, 99))],
         vec![StoreOp::PutUser(user(4)), StoreOp::PutKey(key(7, 99))],
+        vec![
+            StoreOp::PutApiKey(api_key(2)),
+            StoreOp::DeleteApiKey(KeyId(1)),
+            StoreOp::PutApiKey(api_key(1)),
+            StoreOp::PutApiKey(dup_api_prefix),
+        ],
+        vec![
+            StoreOp::PutUser(user(4)),
+            StoreOp::PutApiKey(api_key(2)),
+            StoreOp::PutApiKey(api_renamed),
+        ],
         // A user with a node still pointing at it.
         vec![StoreOp::DeleteKey(KeyId(1)), StoreOp::DeleteUser(UserId(1))],
     ];
@@ -218,6 +273,17 @@ fn unstorable_time_fails_the_batch<B: Backend>() {
         .unwrap_err();
     assert!(
         matches!(&err, StoreError::Backend(m) if m.contains("users.created")),
+        "{err:?}"
+    );
+    assert_eq!(store.load().unwrap(), before);
+
+    let mut a = api_key(2);
+    a.expiration = t(-62_167_305_600, 0);
+    let err = store
+        .apply(&[StoreOp::PutApiKey(api_key(3)), StoreOp::PutApiKey(a)])
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Backend(m) if m.contains("api_keys.expiration")),
         "{err:?}"
     );
     assert_eq!(store.load().unwrap(), before);

@@ -73,10 +73,10 @@ pub trait Handler: Send + Sync + 'static {
     /// A request over ts2021, authenticated as `req.machine`, with its whole body.
     fn machine(&self, req: MachineRequest, body: Bytes) -> Reply;
 
-    /// A plain HTTP request other than `/key` and `/ts2021` (for example `/verify`, or the
-    /// page behind an AuthURL).
-    fn plain(&self, method: &str, path: &str, body: Bytes) -> Reply {
-        let _ = (method, path, body);
+    /// A plain HTTP request other than `/key` and `/ts2021` (for example `/verify`, the page
+    /// behind an AuthURL, or an admin API call, which needs `headers` for its credentials).
+    fn plain(&self, method: &str, path: &str, headers: &hyper::HeaderMap, body: Bytes) -> Reply {
+        let _ = (method, path, headers, body);
         Box::pin(async { text(StatusCode::NOT_FOUND, "not found\n") })
     }
 }
@@ -180,8 +180,9 @@ async fn route(
         _ => {
             let method = req.method().to_string();
             let path = req.uri().path().to_owned();
-            match read_body(req.into_body()).await {
-                Some(body) => handler.plain(&method, &path, body).await,
+            let (parts, body) = req.into_parts();
+            match read_body(body).await {
+                Some(body) => handler.plain(&method, &path, &parts.headers, body).await,
                 None => text(StatusCode::PAYLOAD_TOO_LARGE, "request too large\n"),
             }
         }

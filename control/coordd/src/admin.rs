@@ -2,6 +2,10 @@
 //! server's own user — root in the usual deployment — may use it), one JSON request line and
 //! one JSON response line per connection.
 //!
+//! The same commands are served over HTTP at [`HTTP_PATH`] (`POST`, the request as the body,
+//! `Authorization: Bearer wkey-api-…`), except the API-key commands themselves: who holds the
+//! socket (root) makes API keys, and an API key cannot make more.
+//!
 //! Why a socket rather than the CLI opening the database: the running server owns the state
 //! and must push every change to the open map streams at once (a deleted node leaves its
 //! peers' maps within seconds); a second writer behind its back could do neither. Headscale
@@ -110,6 +114,18 @@ pub enum Request {
         id: i64,
         /// Tags (`tag:name`); empty to untag.
         tags: Vec<String>,
+    },
+    /// Create an API key for the HTTP admin API (socket only).
+    ApikeysCreate {
+        /// Validity in seconds.
+        valid_secs: i64,
+    },
+    /// List API keys (socket only).
+    ApikeysList,
+    /// Revoke an API key by prefix (socket only).
+    ApikeysRevoke {
+        /// Public prefix.
+        prefix: String,
     },
     /// Set a node's key expiry: never (`None`) or in `secs` seconds.
     NodesExpiry {
@@ -228,6 +244,25 @@ pub fn execute(server: &Server, req: Request) -> Response {
                 c.set_tags(now, id, tags).map_err(e)?,
             ))
         }),
+        Request::ApikeysCreate { valid_secs } => server.with(|c, now| {
+            let mut entropy = [0u8; weft_tailnet::authkey::KEY_ENTROPY];
+            getrandom::getrandom(&mut entropy).map_err(|err| err.to_string())?;
+            let (key, ops) = c.create_api_key(now, valid_secs, &entropy).map_err(e)?;
+            Ok((serde_json::json!({ "key": key.text, "prefix": key.prefix }), ops))
+        }),
+        Request::ApikeysList => server.with(|c, _| {
+            to_json(
+                c.api_keys()
+                    .into_iter()
+                    .map(|(prefix, expiration, revoked)| {
+                        serde_json::json!({"prefix": prefix, "expiration": expiration, "revoked": revoked})
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }),
+        Request::ApikeysRevoke { prefix } => server.with(|c, _| {
+            Ok((serde_json::Value::Null, c.revoke_api_key(&prefix).map_err(e)?))
+        }),
         Request::NodesExpiry { id, secs } => server.with(|c, now| {
             Ok((
                 serde_json::Value::Null,
@@ -247,6 +282,81 @@ pub fn execute(server: &Server, req: Request) -> Response {
             result: serde_json::Value::Null,
         },
     }
+}
+
+/// Where the HTTP admin API listens (on the server's own address).
+pub const HTTP_PATH: &str = "/api/v1/command";
+
+/// One HTTP admin API call: checks the bearer API key, refuses the API-key commands, runs the
+/// command, answers its [`Response`] as JSON (401 without a valid key, 403 for a command
+/// only the socket may run, 400 for a malformed request).
+pub async fn http(
+    server: Arc<Server>,
+    bearer: Option<String>,
+    body: bytes::Bytes,
+) -> hyper::Response<weft_coord::Body> {
+    use hyper::StatusCode;
+    let fail = |status: StatusCode, error: &str| {
+        crate::server::json_response(
+            status,
+            &Response {
+                ok: false,
+                error: error.to_owned(),
+                result: serde_json::Value::Null,
+            },
+        )
+    };
+    let authorized = match bearer {
+        Some(k) => {
+            let server = Arc::clone(&server);
+            tokio::task::spawn_blocking(move || server.api_key_valid(&k))
+                .await
+                .unwrap_or(false)
+        }
+        None => false,
+    };
+    if !authorized {
+        return fail(
+            StatusCode::UNAUTHORIZED,
+            "a valid API key is required (Authorization: Bearer wkey-api-…)",
+        );
+    }
+    let req: Request = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(err) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                &format!(
+                    "malformed request: {:?} at line {} column {}",
+                    err.classify(),
+                    err.line(),
+                    err.column()
+                ),
+            )
+        }
+    };
+    if matches!(
+        req,
+        Request::ApikeysCreate { .. } | Request::ApikeysList | Request::ApikeysRevoke { .. }
+    ) {
+        return fail(
+            StatusCode::FORBIDDEN,
+            "API keys are managed over the admin socket only",
+        );
+    }
+    let resp = tokio::task::spawn_blocking(move || execute(&server, req))
+        .await
+        .unwrap_or_else(|err| Response {
+            ok: false,
+            error: format!("command failed: {err}"),
+            result: serde_json::Value::Null,
+        });
+    let status = if resp.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    crate::server::json_response(status, &resp)
 }
 
 /// Listens on `path` (replacing a stale socket) with mode 0600, serving until the runtime

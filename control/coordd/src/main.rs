@@ -48,11 +48,28 @@ enum Cmd {
     /// Nodes.
     #[command(subcommand)]
     Nodes(NodesCmd),
+    /// API keys of the HTTP admin API (`POST /api/v1/command`).
+    #[command(subcommand)]
+    Apikeys(ApikeysCmd),
     /// Interactive logins waiting for approval.
     Pending,
     /// The ACL policy.
     #[command(subcommand)]
     Policy(PolicyCmd),
+}
+
+#[derive(Subcommand)]
+enum ApikeysCmd {
+    /// Create an API key (printed once).
+    Create {
+        /// How long it stays valid (`30d`, `12h`).
+        #[arg(long, default_value = "90d")]
+        expiration: String,
+    },
+    /// List API keys (never their secrets).
+    List,
+    /// Revoke an API key by its prefix.
+    Revoke { prefix: String },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +205,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (false, None) => bail!("give --never or --in DURATION"),
             },
         },
+        Cmd::Apikeys(ApikeysCmd::Create { expiration }) => Request::ApikeysCreate {
+            valid_secs: config::parse_duration(&expiration)?,
+        },
+        Cmd::Apikeys(ApikeysCmd::List) => Request::ApikeysList,
+        Cmd::Apikeys(ApikeysCmd::Revoke { prefix }) => Request::ApikeysRevoke { prefix },
         Cmd::Pending => Request::PendingList,
         Cmd::Policy(PolicyCmd::Reload) => Request::PolicyReload,
         Cmd::Policy(PolicyCmd::Set { file }) => Request::PolicySet {
@@ -237,7 +259,18 @@ fn print_human(req: &Request, v: &serde_json::Value) {
     };
     let rows = v.as_array().cloned().unwrap_or_default();
     match req {
-        Request::KeysCreate { .. } => println!("{}", s(v, "key")),
+        Request::KeysCreate { .. } | Request::ApikeysCreate { .. } => println!("{}", s(v, "key")),
+        Request::ApikeysList => {
+            println!("{:<14} {:<22} REVOKED", "PREFIX", "EXPIRES");
+            for r in rows {
+                println!(
+                    "{:<14} {:<22} {}",
+                    s(&r, "prefix"),
+                    s(&r, "expiration"),
+                    s(&r, "revoked")
+                );
+            }
+        }
         Request::NodesRegister { .. } => println!("registered node {}", s(v, "id")),
         Request::UsersList => {
             println!("{:<6} {:<30} CREATED", "ID", "NAME");

@@ -29,9 +29,12 @@ use weft_tailnet::{
 /// Timing of the server.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
-    /// Base keep-alive interval on map streams (a random 0–9 s is added, as Headscale does;
-    /// the client drops a stream after 120 s of silence).
+    /// Base keep-alive interval on map streams (the client drops a stream after 120 s of
+    /// silence).
     pub keepalive: Duration,
+    /// Up to this much random time is added to each keep-alive interval (9 s, as Headscale
+    /// does), so that streams opened together do not wake together.
+    pub keepalive_jitter: Duration,
     /// How long a registration follow-up waits for an admin before the AuthURL is repeated.
     pub followup_wait: Duration,
     /// Housekeeping period (ephemeral nodes, key expiry, pending logins).
@@ -42,6 +45,7 @@ impl Default for Timing {
     fn default() -> Self {
         Self {
             keepalive: Duration::from_secs(50),
+            keepalive_jitter: Duration::from_secs(9),
             followup_wait: Duration::from_secs(300),
             tick: Duration::from_secs(5),
         }
@@ -106,7 +110,10 @@ fn json_error(e: &serde_json::Error) -> String {
     )
 }
 
-fn json_response<T: serde::Serialize>(status: StatusCode, v: &T) -> Response<weft_coord::Body> {
+pub(crate) fn json_response<T: serde::Serialize>(
+    status: StatusCode,
+    v: &T,
+) -> Response<weft_coord::Body> {
     let body = serde_json::to_vec(v).unwrap_or_default();
     let mut r = Response::new(full(body));
     *r.status_mut() = status;
@@ -214,6 +221,11 @@ impl Server {
         let (v, ops) = f(&mut inner.coord, now())?;
         self.commit(&mut inner, &ops)?;
         Ok(v)
+    }
+
+    /// Whether `key` is a valid API key of the HTTP admin API.
+    pub fn api_key_valid(&self, key: &str) -> bool {
+        blocking(|| self.lock().coord.api_key_valid(key, now()))
     }
 
     /// Reads the policy file again and makes it live if it is accepted.
@@ -430,8 +442,11 @@ impl Server {
     ) {
         let keepalive = frame::keep_alive_frame().unwrap_or_default();
         loop {
+            let spread = u64::try_from(self.timing.keepalive_jitter.as_millis()).unwrap_or(0);
             let jitter = Duration::from_millis(
-                u64::from(u16::from_le_bytes(random::<2>().unwrap_or_default())) % 9000,
+                u64::from(u16::from_le_bytes(random::<2>().unwrap_or_default()))
+                    .checked_rem(spread)
+                    .unwrap_or(0),
             );
             let next = tokio::select! {
                 m = updates.recv() => match m {
@@ -515,11 +530,17 @@ impl Handler for Endpoints {
         })
     }
 
-    fn plain(&self, method: &str, path: &str, body: Bytes) -> Reply {
+    fn plain(&self, method: &str, path: &str, headers: &hyper::HeaderMap, body: Bytes) -> Reply {
         let server = Arc::clone(&self.0);
         let (method, path) = (method.to_owned(), path.to_owned());
+        let bearer = headers
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
         Box::pin(async move {
             match (method.as_str(), path.as_str()) {
+                ("POST", crate::admin::HTTP_PATH) => crate::admin::http(server, bearer, body).await,
                 ("POST", "/verify") => server.verify(&body),
                 ("GET", "/health") => text(StatusCode::OK, "ok\n"),
                 ("GET", p) if p.starts_with("/register/") => {

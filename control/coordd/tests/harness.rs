@@ -51,6 +51,7 @@ async fn start() -> Harness {
         None,
         Timing {
             keepalive: Duration::from_millis(300),
+            keepalive_jitter: Duration::from_millis(200),
             followup_wait: Duration::from_secs(2),
             tick: Duration::from_secs(3600),
         },
@@ -192,9 +193,10 @@ impl Stream {
             if let Some(m) = self.frames.next_response().unwrap() {
                 return m;
             }
-            let frame = tokio::time::timeout(Duration::from_secs(5), self.body.frame())
+            // Keep-alives come every 0.3–0.5 s: 15 s leaves room for a loaded CI machine.
+            let frame = tokio::time::timeout(Duration::from_secs(15), self.body.frame())
                 .await
-                .expect("a frame within 5 s")
+                .expect("a frame within 15 s")
                 .expect("stream open")
                 .unwrap();
             if let Ok(data) = frame.into_data() {
@@ -247,7 +249,7 @@ async fn register_stream_and_deltas_over_ts2021() {
     assert!(first.debug.unwrap().disable_log_tail);
 
     // A keep-alive arrives within the (shortened) interval + jitter.
-    let ka = tokio::time::timeout(Duration::from_secs(12), sa.next())
+    let ka = tokio::time::timeout(Duration::from_secs(15), sa.next())
         .await
         .unwrap();
     assert!(ka.keep_alive);
@@ -409,4 +411,66 @@ async fn plain_endpoints() {
             .await
             .starts_with("HTTP/1.1 200")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_admin_api_needs_a_valid_api_key() {
+    let h = start().await;
+    let api_key = h
+        .server
+        .with(|c, now| {
+            let (k, ops) = c
+                .create_api_key(now, 3600, &[8; 30])
+                .map_err(|e| e.to_string())?;
+            Ok((k.text, ops))
+        })
+        .unwrap();
+    let call = |bearer: Option<String>, body: String| async move {
+        let auth = bearer.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+        let req = format!(
+            "POST /api/v1/command HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = TcpStream::connect(h.addr).await.unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let create = r#"{"cmd":"users-create","name":"bob"}"#.to_owned();
+    assert!(call(None, create.clone()).await.starts_with("HTTP/1.1 401"));
+    assert!(
+        call(Some("wkey-api-000000000000-00".into()), create.clone())
+            .await
+            .starts_with("HTTP/1.1 401")
+    );
+    // A pre-auth key is not an API key.
+    assert!(call(Some(h.auth_key.clone()), create.clone())
+        .await
+        .starts_with("HTTP/1.1 401"));
+    let ok = call(Some(api_key.clone()), create.clone()).await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    let again = call(Some(api_key.clone()), create).await;
+    assert!(
+        again.starts_with("HTTP/1.1 422") && again.contains("exists already"),
+        "{again}"
+    );
+    let users = call(Some(api_key.clone()), r#"{"cmd":"users-list"}"#.into()).await;
+    assert!(users.contains(r#""name":"bob""#), "{users}");
+    assert!(call(
+        Some(api_key.clone()),
+        r#"{"cmd":"apikeys-create","valid_secs":60}"#.into()
+    )
+    .await
+    .starts_with("HTTP/1.1 403"));
+    assert!(call(Some(api_key.clone()), "{nope".into())
+        .await
+        .starts_with("HTTP/1.1 400"));
+    let prefix = api_key.split('-').nth(2).unwrap().to_owned();
+    h.server
+        .with(|c, _| Ok(((), c.revoke_api_key(&prefix).map_err(|e| e.to_string())?)))
+        .unwrap();
+    assert!(call(Some(api_key), r#"{"cmd":"users-list"}"#.into())
+        .await
+        .starts_with("HTTP/1.1 401"));
 }

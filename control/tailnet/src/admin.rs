@@ -13,7 +13,7 @@ use crate::coordinator::{
 };
 use crate::dnsname;
 use crate::mapper::from_policy_id;
-use crate::records::{KeyId, NodeId, PreAuthKeyRecord, StoreOp, UserId, UserRecord};
+use crate::records::{ApiKeyRecord, KeyId, NodeId, PreAuthKeyRecord, StoreOp, UserId, UserRecord};
 
 impl Coordinator {
     // --------------------------------------------------------------------------
@@ -399,5 +399,77 @@ impl Coordinator {
         let mut ops = Vec::new();
         self.node_updated(now, id, false, &mut ops);
         Ok(ops)
+    }
+
+    // ---- API keys (the HTTP admin API) ----------------------------------------------------
+
+    /// Creates an API key valid for `valid_secs`. The returned text is the only copy of the
+    /// secret.
+    ///
+    /// # Errors
+    /// [`CoordError::KeyCollision`] (try again with fresh entropy).
+    pub fn create_api_key(
+        &mut self,
+        now: Time,
+        valid_secs: i64,
+        entropy: &[u8; KEY_ENTROPY],
+    ) -> Result<(NewKey, Vec<StoreOp>), CoordError> {
+        let new = authkey::new_api_key(entropy);
+        if self.api_keys.values().any(|k| k.prefix == new.prefix) {
+            return Err(CoordError::KeyCollision);
+        }
+        let rec = ApiKeyRecord {
+            id: KeyId(self.next.api_key),
+            prefix: new.prefix.clone(),
+            secret_hash: new.secret_hash,
+            created: now,
+            expiration: add_secs(now, valid_secs.max(1)),
+            revoked: false,
+        };
+        self.next.api_key += 1;
+        self.api_keys.insert(rec.id, rec.clone());
+        Ok((new, vec![StoreOp::PutApiKey(rec)]))
+    }
+
+    /// Revokes the API key with this prefix.
+    ///
+    /// # Errors
+    /// [`CoordError::UnknownKey`].
+    pub fn revoke_api_key(&mut self, prefix: &str) -> Result<Vec<StoreOp>, CoordError> {
+        let k = self
+            .api_keys
+            .values_mut()
+            .find(|k| k.prefix == prefix)
+            .ok_or_else(|| CoordError::UnknownKey(prefix.to_owned()))?;
+        k.revoked = true;
+        Ok(vec![StoreOp::PutApiKey(k.clone())])
+    }
+
+    /// The API keys: (prefix, expiration, revoked) — never their secrets.
+    pub fn api_keys(&self) -> Vec<(String, String, bool)> {
+        self.api_keys
+            .values()
+            .map(|k| {
+                (
+                    k.prefix.clone(),
+                    k.expiration.format().unwrap_or_default(),
+                    k.revoked,
+                )
+            })
+            .collect()
+    }
+
+    /// Whether `text` is a valid, unrevoked, unexpired API key (checked in constant time
+    /// against the stored hash).
+    pub fn api_key_valid(&self, text: &str, now: Time) -> bool {
+        let Some((prefix, secret)) = authkey::parse_api(text) else {
+            return false;
+        };
+        self.api_keys.values().any(|k| {
+            k.prefix == prefix
+                && authkey::secret_matches(secret, &k.secret_hash)
+                && !k.revoked
+                && !expired(k.expiration, now)
+        })
     }
 }

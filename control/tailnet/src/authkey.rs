@@ -11,6 +11,8 @@ use subtle::ConstantTimeEq;
 
 /// What every weft pre-auth key starts with.
 pub const KEY_PREFIX: &str = "wkey-auth-";
+/// What every weft API key (HTTP admin API) starts with.
+pub const API_KEY_PREFIX: &str = "wkey-api-";
 /// Random bytes a new key needs: 6 for the prefix, 24 for the secret.
 pub const KEY_ENTROPY: usize = 30;
 
@@ -35,21 +37,39 @@ impl std::fmt::Debug for NewKey {
     }
 }
 
-/// Makes a key from `entropy` (fresh random bytes from the caller).
+/// Makes a pre-auth key from `entropy` (fresh random bytes from the caller).
 pub fn new_key(entropy: &[u8; KEY_ENTROPY]) -> NewKey {
+    new_key_of(KEY_PREFIX, entropy)
+}
+
+/// Makes an API key from `entropy`.
+pub fn new_api_key(entropy: &[u8; KEY_ENTROPY]) -> NewKey {
+    new_key_of(API_KEY_PREFIX, entropy)
+}
+
+fn new_key_of(kind: &str, entropy: &[u8; KEY_ENTROPY]) -> NewKey {
     let (p, s) = entropy.split_at(PREFIX_HEX / 2);
     let prefix = hex::encode(p);
     let secret = hex::encode(s);
     NewKey {
-        text: format!("{KEY_PREFIX}{prefix}-{secret}"),
+        text: format!("{kind}{prefix}-{secret}"),
         secret_hash: hash_secret(&secret),
         prefix,
     }
 }
 
-/// Splits a presented key into (prefix, secret); `None` if it is not a weft key's shape.
+/// Splits a presented pre-auth key into (prefix, secret); `None` if it is not one's shape.
 pub fn parse(text: &str) -> Option<(&str, &str)> {
-    let rest = text.trim().strip_prefix(KEY_PREFIX)?;
+    parse_of(KEY_PREFIX, text)
+}
+
+/// Splits a presented API key into (prefix, secret); `None` if it is not one's shape.
+pub fn parse_api(text: &str) -> Option<(&str, &str)> {
+    parse_of(API_KEY_PREFIX, text)
+}
+
+fn parse_of<'a>(kind: &str, text: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = text.trim().strip_prefix(kind)?;
     let (prefix, secret) = rest.split_once('-')?;
     let hex_ok = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     (hex_ok(prefix, PREFIX_HEX) && hex_ok(secret, SECRET_HEX)).then_some((prefix, secret))
@@ -95,10 +115,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn api_keys_and_pre_auth_keys_are_not_interchangeable() {
+        let api = new_api_key(&[3; KEY_ENTROPY]);
+        assert!(api.text.starts_with("wkey-api-"));
+        assert!(parse_api(&api.text).is_some());
+        assert_eq!(parse(&api.text), None);
+        assert_eq!(parse_api(&new_key(&[3; KEY_ENTROPY]).text), None);
+    }
+
     proptest! {
         #[test]
         fn parse_never_panics(s in ".{0,120}") {
             let _ = parse(&s);
+            let _ = parse_api(&s);
         }
     }
 }

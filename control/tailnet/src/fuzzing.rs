@@ -163,6 +163,15 @@ pub fn check_ops(data: &[u8]) -> Result<(), Violation> {
         run.apply(&ops)?;
         run.keys.push(k.text);
     }
+    {
+        let e = run.fresh::<30>();
+        let now = run.time();
+        let (_, ops) = run
+            .c
+            .create_api_key(now, 3600, &e)
+            .map_err(|e| Violation(e.to_string()))?;
+        run.apply(&ops)?;
+    }
     for chunk in data.chunks(3).take(200) {
         let (op, a, b) = (
             chunk.first().copied().unwrap_or(0),
@@ -294,8 +303,13 @@ pub fn check_ops(data: &[u8]) -> Result<(), Violation> {
             persistent(&rebuilt)
         )));
     }
-    if rebuilt.keys() != run.c.keys() || rebuilt.users() != run.c.users() {
-        return Err(Violation("keys or users differ after a rebuild".into()));
+    if rebuilt.keys() != run.c.keys()
+        || rebuilt.users() != run.c.users()
+        || rebuilt.api_keys() != run.c.api_keys()
+    {
+        return Err(Violation(
+            "keys, API keys or users differ after a rebuild".into(),
+        ));
     }
     Ok(())
 }

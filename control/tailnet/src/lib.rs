@@ -31,6 +31,7 @@ pub use coordinator::{
 };
 pub use mapper::{MapError, MapReply};
 pub use records::{
-    KeyId, NextIds, NodeId, NodeRecord, PreAuthKeyRecord, Snapshot, StoreOp, UserId, UserRecord,
+    ApiKeyRecord, KeyId, NextIds, NodeId, NodeRecord, PreAuthKeyRecord, Snapshot, StoreOp, UserId,
+    UserRecord,
 };
 pub use store::{MemoryStore, Store, StoreError};

@@ -83,6 +83,36 @@ impl fmt::Debug for PreAuthKeyRecord {
     }
 }
 
+/// An API key of the HTTP admin API. Only the SHA-256 of its secret is stored; the key text
+/// (`wkey-api-<prefix>-<secret>`) is shown once, when it is created.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    /// Its id.
+    pub id: KeyId,
+    /// The public part of the key text, unique.
+    pub prefix: String,
+    /// SHA-256 of the secret part.
+    pub secret_hash: [u8; 32],
+    /// When it was created.
+    pub created: Time,
+    /// When it stops working.
+    pub expiration: Time,
+    /// Whether an admin revoked it.
+    pub revoked: bool,
+}
+
+impl fmt::Debug for ApiKeyRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKeyRecord")
+            .field("id", &self.id)
+            .field("prefix", &self.prefix)
+            .field("secret_hash", &"<redacted>")
+            .field("expiration", &self.expiration)
+            .field("revoked", &self.revoked)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A registered node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeRecord {
@@ -142,6 +172,10 @@ pub enum StoreOp {
     PutNode(NodeRecord),
     /// Delete a node.
     DeleteNode(NodeId),
+    /// Insert or replace an API key (by id; API keys count their ids in [`NextIds::api_key`]).
+    PutApiKey(ApiKeyRecord),
+    /// Delete an API key.
+    DeleteApiKey(KeyId),
 }
 
 /// Everything a store holds, as loaded at start.
@@ -153,6 +187,8 @@ pub struct Snapshot {
     pub keys: Vec<PreAuthKeyRecord>,
     /// All nodes.
     pub nodes: Vec<NodeRecord>,
+    /// All API keys.
+    pub api_keys: Vec<ApiKeyRecord>,
     /// The next free id for each table (ids are never reused, even after deletes).
     pub next_ids: NextIds,
 }
@@ -167,6 +203,8 @@ pub struct NextIds {
     pub key: i64,
     /// Next node id.
     pub node: i64,
+    /// Next API key id.
+    pub api_key: i64,
 }
 
 impl Default for NextIds {
@@ -175,6 +213,7 @@ impl Default for NextIds {
             user: 1,
             key: 1,
             node: 1,
+            api_key: 1,
         }
     }
 }

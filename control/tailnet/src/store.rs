@@ -78,11 +78,18 @@ impl Store for MemoryStore {
                     s.next_ids.node = s.next_ids.node.max(n.id.0 + 1);
                 }
                 StoreOp::DeleteNode(id) => s.nodes.retain(|x| x.id != *id),
+                StoreOp::PutApiKey(k) => {
+                    s.api_keys.retain(|x| x.id != k.id);
+                    s.api_keys.push(k.clone());
+                    s.next_ids.api_key = s.next_ids.api_key.max(k.id.0 + 1);
+                }
+                StoreOp::DeleteApiKey(id) => s.api_keys.retain(|x| x.id != *id),
             }
         }
         s.users.sort_by_key(|u| u.id);
         s.keys.sort_by_key(|k| k.id);
         s.nodes.sort_by_key(|n| n.id);
+        s.api_keys.sort_by_key(|k| k.id);
         Ok(())
     }
 }

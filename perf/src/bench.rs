@@ -81,11 +81,14 @@ pub(crate) enum PairKind {
     Boringtun,
     /// weft in A, wireguard-go in B.
     Mixed,
+    /// The official Tailscale client (tailscaled 1.96.4, TUN mode) on both sides, in a tailnet
+    /// run by weft-coordd and weft-derper, on the direct path.
+    Tailscaled,
 }
 
 impl PairKind {
     /// Every pair, in table order.
-    pub(crate) const ALL: [PairKind; 9] = [
+    pub(crate) const ALL: [PairKind; 10] = [
         PairKind::Veth,
         PairKind::Weft,
         PairKind::WeftOneShard,
@@ -95,6 +98,7 @@ impl PairKind {
         PairKind::Go,
         PairKind::Boringtun,
         PairKind::Mixed,
+        PairKind::Tailscaled,
     ];
 
     /// Row label in tables.
@@ -109,13 +113,14 @@ impl PairKind {
             Self::Go => "wg-go↔wg-go",
             Self::Boringtun => "boringtun↔boringtun",
             Self::Mixed => "weft↔wg-go",
+            Self::Tailscaled => "tailscaled↔tailscaled",
         }
     }
 
     fn impls(self, weft: &Path) -> Option<(WgImpl, WgImpl)> {
         let w = || WgImpl::Weft(weft.to_path_buf());
         match self {
-            Self::Veth => None,
+            Self::Veth | Self::Tailscaled => None,
             Self::Weft => Some((w(), w())),
             Self::WeftOneShard => {
                 let one = || WgImpl::WeftSharded(weft.to_path_buf(), 1);
@@ -270,12 +275,19 @@ pub(crate) enum Topology {
     },
     /// Two WireGuard implementations, handshake done.
     Tunnel(Box<Pair>),
+    /// Two official Tailscale clients in a weft-run tailnet, direct path found.
+    Tailnet(Box<crate::tailnet::Tailnet>),
 }
 
 impl Topology {
     /// Builds the topology of `kind`; for a tunnel also completes the first
     /// handshake. Everything is removed again on failure.
     pub(crate) fn build(kind: PairKind, weft: &Path) -> Result<Self> {
+        if kind == PairKind::Tailscaled {
+            return Ok(Self::Tailnet(Box::new(crate::tailnet::Tailnet::build(
+                weft,
+            )?)));
+        }
         match kind.impls(weft) {
             None => {
                 let a = Netns::new("wpa")?;
@@ -309,6 +321,7 @@ impl Topology {
         match self {
             Self::Veth { a, .. } => a,
             Self::Tunnel(p) => &p.a.ns,
+            Self::Tailnet(t) => &t.a,
         }
     }
 
@@ -317,6 +330,7 @@ impl Topology {
         match self {
             Self::Veth { b, .. } => b,
             Self::Tunnel(p) => &p.b.ns,
+            Self::Tailnet(t) => &t.b,
         }
     }
 
@@ -325,6 +339,7 @@ impl Topology {
         match self {
             Self::Veth { .. } => Ipv4Addr::new(10, 77, 0, 2),
             Self::Tunnel(p) => p.b.tunnel_v4,
+            Self::Tailnet(t) => t.addr_b,
         }
     }
 
@@ -333,6 +348,7 @@ impl Topology {
         match self {
             Self::Veth { .. } => Vec::new(),
             Self::Tunnel(p) => vec![p.a.daemon.pid(), p.b.daemon.pid()],
+            Self::Tailnet(t) => t.daemon_pids(),
         }
     }
 
@@ -344,6 +360,7 @@ impl Topology {
                 p.a.check_alive()?;
                 p.b.check_alive()
             }
+            Self::Tailnet(t) => t.check_alive(),
         }
     }
 
@@ -352,6 +369,7 @@ impl Topology {
         match self {
             Self::Veth { .. } => String::new(),
             Self::Tunnel(p) => p.logs(lines),
+            Self::Tailnet(t) => t.logs(lines),
         }
     }
 

@@ -19,6 +19,7 @@ mod machine;
 mod procfs;
 mod report;
 mod stats;
+mod tailnet;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -83,8 +84,9 @@ struct RunArgs {
     /// Where to write the JSON with every raw sample and the machine details.
     #[arg(long, default_value = "weft-perf.json")]
     json: PathBuf,
-    /// The weft-wg binary to measure; default: `weft-wg` next to this executable
-    /// (build both in the same profile: `cargo build --release -p weft-cli -p weft-perf`).
+    /// The weft-wg binary to measure; default: `weft-wg` next to this executable (build them
+    /// in the same profile: `cargo build --release -p weft-cli -p weft-perf -p weft-coordd -p
+    /// weft-derper`; the `tailscaled` row runs weft-coordd and weft-derper from there too).
     #[arg(long)]
     weft: Option<PathBuf>,
     /// Offered UDP rate (iperf3 `-b`).
@@ -159,6 +161,13 @@ fn check_prerequisites(pairs: &[PairKind]) -> Result<()> {
     }
     if pairs.contains(&PairKind::Boringtun) {
         WgImpl::Boringtun.program()?;
+    }
+    if pairs.contains(&PairKind::Tailscaled) && !tailnet::clients_dir().join("tailscaled").is_file()
+    {
+        bail!(
+            "the official Tailscale client is missing in {} (scripts/realclients.sh installs it)",
+            tailnet::clients_dir().display()
+        );
     }
     Ok(())
 }

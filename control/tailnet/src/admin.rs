@@ -9,11 +9,12 @@ use weft_tailcfg::{IpPrefix, Time};
 
 use crate::authkey::{self, NewKey, KEY_ENTROPY};
 use crate::coordinator::{
-    add_secs, expired, valid_tag, CoordError, Coordinator, Enroll, KeyView, NodeView, Update,
+    add_secs, expired, valid_tag, CoordError, Coordinator, KeyView, NodeView, Update,
 };
 use crate::dnsname;
 use crate::mapper::from_policy_id;
 use crate::records::{ApiKeyRecord, KeyId, NodeId, PreAuthKeyRecord, StoreOp, UserId, UserRecord};
+use crate::register::Enroll;
 
 impl Coordinator {
     // --------------------------------------------------------------------------

@@ -9,8 +9,8 @@
 //! [`Coordinator::take_updates`] hands out to the open map streams.
 //!
 //! Modules: [`records`] (what is persisted), [`store`] (the database seam), [`coordinator`]
-//! (state, registration, admin commands, housekeeping), [`mapper`] (full maps, deltas,
-//! primary routers), [`authkey`] (pre-auth key text), [`addr`] (address allocation),
+//! (state, policy, housekeeping), `register` (registration, enrolment, logout), `admin` (admin
+//! commands and API keys), [`mapper`] (full maps, deltas, primary routers), [`authkey`] (pre-auth key text), [`addr`] (address allocation),
 //! [`dnsname`] (MagicDNS labels), [`config`].
 
 pub mod addr;
@@ -23,6 +23,7 @@ pub mod dnsname;
 pub mod fuzzing;
 pub mod mapper;
 pub mod records;
+mod register;
 pub mod store;
 
 pub use config::{Config, DnsSettings};

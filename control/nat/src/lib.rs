@@ -23,5 +23,9 @@
     )
 )]
 
+pub mod birthday;
 pub mod disco;
+pub mod discovery;
 pub mod path;
+#[doc(hidden)]
+pub mod sim;

@@ -33,6 +33,8 @@ for dp in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-sys weft-d
 done
 # Rule 4: servers don't link client code.
 forbid weft-derper weft-dataplane weft-sys weft-policy
+# The DERP client shell is client code: no relay, no data plane (the relay links it for mesh).
+forbid weft-derphttp weft-derper weft-dataplane weft-sys weft-policy
 forbid weft-coord weft-dataplane weft-sys weft-cli
 # The control plane never links the data plane; the coordinator core never links a database.
 forbid weft-coordd weft-dataplane weft-sys weft-cli
@@ -42,7 +44,7 @@ forbid weft-coordstore hyper weft-coord weft-coordd
 # weft-sys knows no protocol.
 forbid weft-sys weft-wg weft-keys weft-packet weft-handoff
 # Rule 5: anyhow, clap and tracing-subscriber only in binaries and the testkit.
-for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-tailcfg weft-tailnet weft-coordstore weft-sys weft-dataplane; do
+for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-derphttp weft-controlbase weft-tailcfg weft-tailnet weft-coordstore weft-sys weft-dataplane; do
   forbid "$lib" anyhow clap tracing-subscriber
 done
 

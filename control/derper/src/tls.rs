@@ -20,7 +20,6 @@ use std::sync::{Arc, RwLock};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use sha2::{Digest, Sha256};
 
 /// File names inside the state directory.
 pub const SELF_SIGNED_CERT: &str = "derper-selfsigned.crt";
@@ -60,10 +59,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     }
 }
 
-/// The `sha256-raw:<hex>` pin of a DER certificate, as a DERP map's `CertName` carries it.
-pub fn cert_pin(der: &[u8]) -> String {
-    format!("sha256-raw:{}", hex::encode(Sha256::digest(der)))
-}
+/// The `sha256-raw:<hex>` pin of a DER certificate, as a DERP map's `CertName` carries it
+/// (defined next to the client's pin check, in `weft-derphttp`, so both agree by construction).
+pub use weft_derphttp::cert_pin;
 
 /// Writes `bytes` to `path` atomically (temporary file, then rename) with `mode`.
 pub(crate) fn write_private_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {

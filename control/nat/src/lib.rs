@@ -26,6 +26,7 @@
 pub mod birthday;
 pub mod disco;
 pub mod discovery;
+pub mod node;
 pub mod path;
 #[doc(hidden)]
 pub mod sim;

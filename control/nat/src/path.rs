@@ -271,6 +271,26 @@ impl PeerPath {
         self.best.map(|b| b.1)
     }
 
+    /// This node's endpoints changed: tell an active peer without a trusted path at once.
+    pub fn endpoints_changed(&mut self, now: Instant) {
+        self.last_call_me_maybe = None;
+        let active = self
+            .last_outbound
+            .is_some_and(|t| now.saturating_duration_since(t) < SESSION_ACTIVE_TIMEOUT);
+        if active && self.via_derp && !self.trusted(now) {
+            self.last_call_me_maybe = Some(now);
+            self.out.push_back(Output::CallMeMaybe);
+        }
+    }
+
+    /// Adds a candidate found outside disco (a birthday hit) and pings it now.
+    pub fn add_and_ping(&mut self, addr: SocketAddr, now: Instant) {
+        self.add_candidate(addr, Source::Ping, now);
+        if self.endpoints.contains_key(&addr) {
+            self.ping(addr, now);
+        }
+    }
+
     /// The next disco message to send.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()

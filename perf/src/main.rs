@@ -13,10 +13,13 @@
 //! See `perf/README.md` for what each metric means.
 
 mod bench;
+mod derp_conn;
+mod derp_peer;
 mod flood;
 mod iperf;
 mod machine;
 mod procfs;
+mod relay;
 mod report;
 mod stats;
 mod tailnet;
@@ -55,6 +58,39 @@ enum Cmd {
     /// How fast, and at what CPU, the packet filter's two paths (eBPF tc, userspace) drop
     /// denied traffic that arrives through the tunnel. Needs root.
     Denied(FloodArgs),
+    /// Relayed throughput through weft-derper: weft DERP peers (TLS, plain, both directions)
+    /// and official tailscaled nodes forced onto the relay. Needs root.
+    Relay(RelayArgs),
+    /// One DERP client of `relay` (started by it; not meant to be run by hand).
+    #[command(hide = true)]
+    DerpPeer(derp_peer::PeerArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RelayArgs {
+    /// Runs of every row (medians are taken over them).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    runs: u32,
+    /// Seconds of traffic per measurement.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
+    duration: u64,
+    /// Rows, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = relay::RelayRow::ALL)]
+    rows: Vec<relay::RelayRow>,
+    /// Relay binaries to compare, `LABEL=PATH`, repeatable [default: weft-derper next to this
+    /// executable]. The first is the reference of the ratios.
+    #[arg(long)]
+    derper: Vec<String>,
+    /// DERP payload size of the weft peers' packets.
+    #[arg(long, default_value_t = 1280, value_parser = clap::value_parser!(u32).range(64..=65536))]
+    size: u32,
+    /// Where to write the JSON with every sample.
+    #[arg(long, default_value = "weft-perf-relay.json")]
+    json: PathBuf,
+    /// The weft-wg binary next to which weft-coordd lives (the tailscaled row) [default: next
+    /// to this executable].
+    #[arg(long)]
+    weft: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -110,7 +146,60 @@ fn main() -> Result<ExitCode> {
             flood::run_denied(&weft, args.runs, Duration::from_secs(args.duration))?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Relay(args) => run_relay(args),
+        Cmd::DerpPeer(args) => {
+            derp_peer::run(&args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn run_relay(args: RelayArgs) -> Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
+    let weft = weft_binary(args.weft)?;
+    let mut rows = args.rows;
+    rows.sort();
+    rows.dedup();
+    let mut pairs = Vec::new();
+    if rows.contains(&relay::RelayRow::Tailscaled) {
+        pairs.push(PairKind::Tailscaled);
+    }
+    check_prerequisites(&pairs)?;
+    let specs = if args.derper.is_empty() {
+        vec![weft
+            .with_file_name("weft-derper")
+            .to_string_lossy()
+            .into_owned()]
+    } else {
+        args.derper
+    };
+    let derpers = specs
+        .iter()
+        .map(|s| relay::parse_derper(s))
+        .collect::<Result<Vec<_>>>()?;
+    let config = relay::RelayConfig {
+        runs: args.runs,
+        duration_s: args.duration,
+        packet_size: args.size,
+        rows,
+        derpers,
+        sender_batch: derp_peer::BATCH,
+    };
+    let ok = relay::run(&weft, config, &args.json, Arc::clone(&stop))?;
+    if stop.load(Ordering::Relaxed) {
+        return Ok(ExitCode::from(130));
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn weft_binary(arg: Option<PathBuf>) -> Result<PathBuf> {

@@ -33,7 +33,7 @@ pub(crate) struct Tailnet {
     // Field order is drop order: clients first, then the servers, then the namespaces.
     tailscaled: Vec<ChildGuard>,
     _coordd: ChildGuard,
-    _derper: ChildGuard,
+    derper: ChildGuard,
     pub(crate) a: Netns,
     pub(crate) b: Netns,
     _dir: TempDir,
@@ -45,11 +45,18 @@ impl Tailnet {
     /// Builds it; `weft` is the weft binary, next to which weft-coordd and weft-derper are
     /// expected (build them in the same profile).
     pub(crate) fn build(weft: &Path) -> Result<Self> {
+        Self::build_with(weft, None, false)
+    }
+
+    /// As [`Tailnet::build`], with another relay binary, and with `force_derp` both clients
+    /// run with `TS_DEBUG_ALWAYS_USE_DERP=1` and the build waits for the relayed path instead
+    /// of the direct one (the relayed-throughput row of `weft-perf relay`).
+    pub(crate) fn build_with(weft: &Path, derper: Option<&Path>, force_derp: bool) -> Result<Self> {
         let bin_dir = weft
             .parent()
             .ok_or_else(|| anyhow!("weft binary has no directory"))?;
         let coordd = bin_dir.join("weft-coordd");
-        let derper = bin_dir.join("weft-derper");
+        let derper = derper.map_or_else(|| bin_dir.join("weft-derper"), Path::to_path_buf);
         let clients = clients_dir();
         for p in [&coordd, &derper, &clients.join("tailscaled")] {
             if !p.exists() {
@@ -153,6 +160,9 @@ impl Tailnet {
                 "--no-logs-no-support",
             ]);
             cmd.env("TS_DEBUG_MTU", TUNNEL_MTU.to_string());
+            if force_derp {
+                cmd.env("TS_DEBUG_ALWAYS_USE_DERP", "1");
+            }
             tailscaled.push(ChildGuard::spawn(&format!("tailscaled {name}"), cmd)?);
             let s = node.join("ts.sock");
             wait_until(
@@ -200,14 +210,20 @@ impl Tailnet {
             .trim()
             .parse()
             .context("tailscale ip -4")?;
-        // Wait for the direct path (the first packets go through the relay).
+        // Wait for the direct path (the first packets go through the relay), or with
+        // `force_derp` for the relayed one.
+        let (what, want) = if force_derp {
+            ("relayed path", "via DERP(")
+        } else {
+            ("direct path", "via 10.77.0.2:")
+        };
         wait_until(
-            "direct path",
+            what,
             Duration::from_secs(60),
             Duration::from_millis(500),
             || {
                 Ok(ts(&a, "a", &["ping", "--c", "1", &addr_b.to_string()])
-                    .map(|o| o.contains("via 10.77.0.2:"))
+                    .map(|o| o.contains(want))
                     .unwrap_or(false))
             },
         )?;
@@ -218,12 +234,17 @@ impl Tailnet {
         Ok(Self {
             tailscaled,
             _coordd: coordd_child,
-            _derper: derper_child,
+            derper: derper_child,
             a,
             b,
             _dir: dir,
             addr_b,
         })
+    }
+
+    /// The relay process.
+    pub(crate) fn derper_pid(&self) -> u32 {
+        self.derper.pid()
     }
 
     /// The two tailscaled processes.

@@ -9,6 +9,14 @@
 //! timeout (2 s, 30 s for mesh peers, as upstream), so a slow client only ever stalls itself:
 //! the core drops the oldest packets of its own bounded queues. A timer task drives the
 //! keep-alives. The lock is a std mutex and is never held across an `.await`.
+//!
+//! Fairness between a busy sender and its receivers: after each read it passed to the core, the
+//! reader yields to the runtime. Without that, a reader that always finds data keeps its worker
+//! thread, and the writer it just woke waits in that worker's (unstealable) LIFO slot until the
+//! task budget runs out — by then the reader has overwritten the receiver's 32-packet queue many
+//! times. Measured with `weft-perf relay` (1280-byte packets, unpaced sender, 2 cores): TLS
+//! goodput 1.1 → 6.5 Gb/s, the share of received packets relayed 7 % → 97 %. Nothing waits on a
+//! receiver: the queues and their oldest-first drops are the core's, unchanged.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,8 +38,10 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MESH_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes drained from the core per write.
 const WRITE_CHUNK: usize = 256 << 10;
-/// Bytes read from the socket per read.
-const READ_CHUNK: usize = 64 << 10;
+/// Bytes read from the socket per read: at most ~24 packets of 1280 bytes, fewer than a
+/// receiver's 32-packet queue holds, so when the reader yields after each read (see the module
+/// documentation) a woken writer can take all of it before the next read overwrites any.
+const READ_CHUNK: usize = 32 << 10;
 /// The most the handshake may buffer (the ClientInfo frame limit plus a header).
 const MAX_HANDSHAKE_BYTES: usize = (256 << 10) + 5;
 
@@ -333,6 +343,11 @@ impl Relay {
                 match r {
                     Ok(used) => {
                         pending.drain(..used.min(pending.len()));
+                        if used > 0 {
+                            // Let the writers this input woke run before reading more (see
+                            // the module documentation: fairness to the receivers).
+                            tokio::task::yield_now().await;
+                        }
                     }
                     Err(e) => {
                         bump(&self.counters.input_errors);

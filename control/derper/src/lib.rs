@@ -18,10 +18,10 @@
 //! * `stun` — the UDP STUN responder.
 //! * [`metrics`] — `/metrics` text.
 //! * [`ws`] — DERP over WebSocket (a byte stream over binary messages).
+//! * [`mesh`] — links to the other servers of the region (`--mesh-with`), over
+//!   `weft-derphttp`, feeding the core's forwarder table.
 //!
-//! Not here yet: dialling mesh peers (`--mesh-with`; a mesh key is
-//! accepted, so other servers can mesh with this one), the TLS "meta certificate" that lets
-//! official clients fast-start.
+//! Not here yet: the TLS "meta certificate" that lets official clients fast-start.
 //!
 //! [`Derper::start`] runs everything on the current tokio runtime; the binary and the tests use
 //! the same entry point.
@@ -34,10 +34,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use weft_derp::handshake::MeshKey;
-use weft_derp::server::{Server, ServerConfig};
+use weft_derp::server::{MeshLinkId, Server, ServerConfig};
+use weft_derphttp::DerpUrl;
 use weft_keys::{PrivateKey, PublicKey};
 
 mod http;
+pub mod mesh;
 pub mod metrics;
 pub mod relay;
 pub mod request;
@@ -90,6 +92,28 @@ pub struct Config {
     pub mesh_key: Option<MeshKey>,
     /// Admission URL (`http://` only).
     pub verify_url: Option<String>,
+    /// The other servers of the region to dial (needs `mesh_key`; `https` URLs need a
+    /// `#sha256-raw:` pin). A URL that reaches this relay itself is skipped.
+    pub mesh_with: Vec<DerpUrl>,
+    /// How often a failed or broken mesh link is dialled again ([`mesh::MESH_RETRY`]).
+    pub mesh_retry: Duration,
+}
+
+impl Config {
+    /// A configuration listening on `listen` with STUN off, no state directory, plain HTTP,
+    /// no mesh and no admission check; set the fields that differ.
+    pub fn new(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            stun_listen: None,
+            state_dir: None,
+            tls: TlsMode::PlainHttp,
+            mesh_key: None,
+            verify_url: None,
+            mesh_with: Vec::new(),
+            mesh_retry: mesh::MESH_RETRY,
+        }
+    }
 }
 
 /// Why the relay could not start.
@@ -119,6 +143,12 @@ pub enum StartError {
     /// The OS gave no randomness.
     #[error("no OS randomness: {0}")]
     Random(String),
+    /// Mesh peers were given without a mesh key.
+    #[error("--mesh-with needs --mesh-key-file")]
+    MeshWithoutKey,
+    /// An `https` mesh URL without a certificate pin (no CA roots are bundled).
+    #[error("mesh peer {0}: https needs a #sha256-raw:<hex> pin (or use http://)")]
+    MeshWithoutPin(String),
 }
 
 fn random32() -> Result<[u8; 32], StartError> {
@@ -163,6 +193,16 @@ impl Derper {
     /// [`StartError`] when a port cannot be bound, the certificate or node key cannot be
     /// loaded, or the verify URL is unusable.
     pub async fn start(config: Config) -> Result<Self, StartError> {
+        if !config.mesh_with.is_empty() && config.mesh_key.is_none() {
+            return Err(StartError::MeshWithoutKey);
+        }
+        if let Some(u) = config
+            .mesh_with
+            .iter()
+            .find(|u| u.is_tls() && u.pin.is_none())
+        {
+            return Err(StartError::MeshWithoutPin(u.to_string()));
+        }
         let private_key = node_key(config.state_dir.as_deref())?;
         let certs = match &config.tls {
             TlsMode::PlainHttp => None,
@@ -196,7 +236,7 @@ impl Derper {
         server_config.mesh_key = config.mesh_key.clone();
         let relay = Arc::new(Relay::new(
             Server::new(server_config, random32()?),
-            private_key,
+            private_key.clone(),
             verifier,
         ));
 
@@ -214,6 +254,18 @@ impl Derper {
             let sock = UdpSocket::bind(sa).await.map_err(bind_err(sa))?;
             stun_addr = Some(sock.local_addr().map_err(bind_err(sa))?);
             tasks.push(tokio::spawn(stun::serve(sock, relay.clone())));
+        }
+        if let Some(mesh_key) = &config.mesh_key {
+            for (i, url) in config.mesh_with.iter().enumerate() {
+                tasks.push(tokio::spawn(mesh::run_link(
+                    relay.clone(),
+                    MeshLinkId(i as u64),
+                    url.clone(),
+                    private_key.clone(),
+                    mesh_key.clone(),
+                    config.mesh_retry,
+                )));
+            }
         }
         Ok(Self {
             addr,
@@ -266,14 +318,20 @@ impl Derper {
         &self.relay
     }
 
-    /// Stops: Restarting frames to every client, `grace` for the writers to flush them, then
-    /// the listeners and timers end. Connections still open end when the runtime stops.
+    /// How many mesh links to other servers are up.
+    pub fn mesh_links_up(&self) -> usize {
+        self.relay.mesh_links_up()
+    }
+
+    /// Stops: the listeners, timers and mesh links end, every client gets a Restarting frame,
+    /// the writers have `grace` to flush it, then every connection is closed.
     pub async fn shutdown(self, grace: Duration) {
         for t in &self.tasks {
             t.abort();
         }
         self.relay.shutdown(RESTART_RECONNECT_IN, RESTART_TRY_FOR);
         tokio::time::sleep(grace).await;
+        self.relay.close_all();
     }
 }
 

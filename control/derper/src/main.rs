@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, SignalKind};
 use weft_derp::handshake::MeshKey;
 use weft_derper::{default_stun_addr, Config, Derper, TlsMode};
+use weft_derphttp::DerpUrl;
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +59,11 @@ struct ServeArgs {
     /// Admit only clients this URL allows (POST of the node key, answer {"Allow":true}).
     #[arg(long)]
     verify_url: Option<String>,
+    /// Other servers of the region to mesh with, comma-separated: `https://HOST:PORT#sha256-raw:HEX`
+    /// (the peer's printed pin) or `http://HOST:PORT`. Needs --mesh-key-file; this relay's own
+    /// URL may be in the list (it is skipped).
+    #[arg(long, value_delimiter = ',', value_name = "URL[,URL...]")]
+    mesh_with: Vec<DerpUrl>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,6 +107,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls,
         mesh_key,
         verify_url: args.verify_url,
+        mesh_with: args.mesh_with,
+        mesh_retry: weft_derper::mesh::MESH_RETRY,
     };
     let derper = Derper::start(config).await?;
     if plain {

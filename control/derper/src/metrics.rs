@@ -131,7 +131,14 @@ pub fn render(s: &ServerStats, shell: &ShellCounters) -> String {
     }
 
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    let shell_counters: [(&str, &str, u64); 11] = [
+    metric(
+        &mut o,
+        "derper_mesh_links_up",
+        "gauge",
+        "Mesh links to other servers of the region up now.",
+        load(&shell.mesh_links_up),
+    );
+    let shell_counters: [(&str, &str, u64); 14] = [
         (
             "derper_verify_allowed_total",
             "Clients admitted by the verify URL.",
@@ -186,6 +193,21 @@ pub fn render(s: &ServerStats, shell: &ShellCounters) -> String {
             "derper_stun_ignored_total",
             "Datagrams on the STUN port that were ignored.",
             load(&shell.stun_ignored),
+        ),
+        (
+            "derper_mesh_connects_total",
+            "Mesh links established (reconnects included).",
+            load(&shell.mesh_connects),
+        ),
+        (
+            "derper_mesh_failures_total",
+            "Mesh dials that failed and mesh links that broke.",
+            load(&shell.mesh_failures),
+        ),
+        (
+            "derper_mesh_forward_dropped_total",
+            "Packets for a mesh peer's client dropped: link full or down.",
+            load(&shell.mesh_forward_dropped),
         ),
     ];
     for (name, help, v) in shell_counters {

@@ -17,6 +17,11 @@
 //! times. Measured with `weft-perf relay` (1280-byte packets, unpaced sender, 2 cores): TLS
 //! goodput 1.1 → 6.5 Gb/s, the share of received packets relayed 7 % → 97 %. Nothing waits on a
 //! receiver: the queues and their oldest-first drops are the core's, unchanged.
+//!
+//! Mesh links ([`crate::mesh`]) register their `weft_derphttp::DerpSender` here; the core's
+//! `Event::Forward` is carried out under the lock with the sender's non-waiting
+//! `try_forward_packet` (the link's own mutex is only ever taken inside this one, never the
+//! other way round, so the two cannot deadlock).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -26,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
-use weft_derp::server::{ConnId, ConnOptions, Event, Server};
+use weft_derp::server::{ConnId, ConnOptions, Event, MeshLinkId, Server};
+use weft_derphttp::DerpSender;
+use weft_keys::PublicKey;
 
 use crate::verify::Verifier;
 
@@ -76,6 +83,14 @@ pub struct ShellCounters {
     pub stun_answered: AtomicU64,
     /// UDP datagrams on the STUN port that were not a valid Tailscale binding request.
     pub stun_ignored: AtomicU64,
+    /// Mesh links up now (a gauge).
+    pub mesh_links_up: AtomicU64,
+    /// Mesh links established (each reconnect counts).
+    pub mesh_connects: AtomicU64,
+    /// Mesh dials that failed, and established links that broke.
+    pub mesh_failures: AtomicU64,
+    /// Packets for a mesh peer's client dropped because the link was full or down.
+    pub mesh_forward_dropped: AtomicU64,
 }
 
 /// Adds one to a counter.
@@ -91,11 +106,13 @@ struct ConnSignals {
 struct Shared {
     server: Server,
     conns: BTreeMap<ConnId, Arc<ConnSignals>>,
+    /// The mesh links that are up, by the id the core knows them by.
+    mesh_links: BTreeMap<MeshLinkId, DerpSender>,
 }
 
 impl Shared {
     /// Carries out the core's events; called with the lock held, after every core call.
-    fn dispatch(&mut self) {
+    fn dispatch(&mut self, counters: &ShellCounters) {
         while let Some(ev) = self.server.poll_event() {
             match ev {
                 Event::Wake(id) => {
@@ -108,7 +125,22 @@ impl Shared {
                         let _ = s.close.send(true);
                     }
                 }
-                // No mesh links are dialled by this shell yet, so the core never forwards.
+                Event::Forward {
+                    link,
+                    src,
+                    dst,
+                    packet,
+                } => {
+                    // Never waits (the relay's lock is held): a full or vanished link drops
+                    // the packet, as a full client queue does.
+                    let sent = self
+                        .mesh_links
+                        .get(&link)
+                        .is_some_and(|tx| tx.try_forward_packet(src, dst, &packet).is_ok());
+                    if !sent {
+                        bump(&counters.mesh_forward_dropped);
+                    }
+                }
                 _ => {}
             }
         }
@@ -144,6 +176,7 @@ impl Relay {
             shared: Mutex::new(Shared {
                 server,
                 conns: BTreeMap::new(),
+                mesh_links: BTreeMap::new(),
             }),
             timer: Notify::new(),
             verifier,
@@ -169,7 +202,53 @@ impl Relay {
     pub fn shutdown(&self, reconnect_in: Duration, try_for: Duration) {
         let mut g = self.lock();
         g.server.shutdown(reconnect_in, try_for);
-        g.dispatch();
+        g.dispatch(&self.counters);
+    }
+
+    /// Closes every connection (after [`Relay::shutdown`] had its grace period).
+    pub fn close_all(&self) {
+        let g = self.lock();
+        for s in g.conns.values() {
+            let _ = s.close.send(true);
+        }
+    }
+
+    /// A mesh link to another server of the region is up; packets for the keys it reports
+    /// go out through `sender`.
+    pub(crate) fn mesh_link_up(&self, link: MeshLinkId, sender: DerpSender) {
+        self.lock().mesh_links.insert(link, sender);
+        self.counters.mesh_links_up.fetch_add(1, Ordering::Relaxed);
+        bump(&self.counters.mesh_connects);
+    }
+
+    /// The peer server behind `link` reported `key` connected.
+    pub(crate) fn mesh_peer_present(&self, link: MeshLinkId, key: PublicKey) {
+        let mut g = self.lock();
+        g.server.mesh_peer_present(link, key);
+        g.dispatch(&self.counters);
+    }
+
+    /// The peer server behind `link` reported `key` gone.
+    pub(crate) fn mesh_peer_gone(&self, link: MeshLinkId, key: PublicKey) {
+        let mut g = self.lock();
+        g.server.mesh_peer_gone(link, key);
+        g.dispatch(&self.counters);
+    }
+
+    /// The link broke: everything learnt through it is forgotten (clients that received from
+    /// its keys hear PeerGone).
+    pub(crate) fn mesh_link_down(&self, link: MeshLinkId) {
+        let mut g = self.lock();
+        if g.mesh_links.remove(&link).is_some() {
+            self.counters.mesh_links_up.fetch_sub(1, Ordering::Relaxed);
+        }
+        g.server.mesh_link_lost(link);
+        g.dispatch(&self.counters);
+    }
+
+    /// How many mesh links are up.
+    pub fn mesh_links_up(&self) -> usize {
+        self.lock().mesh_links.len()
     }
 
     /// Drives keep-alives forever.
@@ -186,7 +265,7 @@ impl Relay {
             }
             let mut g = self.lock();
             g.server.handle_timeout(now());
-            g.dispatch();
+            g.dispatch(&self.counters);
         }
     }
 
@@ -238,7 +317,7 @@ impl Relay {
             let mut g = self.lock();
             let id = g.server.accept(now(), key, &info, opts);
             g.conns.insert(id, signals.clone());
-            g.dispatch();
+            g.dispatch(&self.counters);
             id
         };
         self.timer.notify_one();
@@ -262,7 +341,7 @@ impl Relay {
             let mut g = self.lock();
             g.server.disconnect(id);
             g.conns.remove(&id);
-            g.dispatch();
+            g.dispatch(&self.counters);
         }
         let _ = signals.close.send(true);
         // Let the writer finish what it is writing (bounded by its timeout), then drop it.
@@ -337,7 +416,7 @@ impl Relay {
                     let mut g = self.lock();
                     let r = g.server.handle_input(id, now(), &pending);
                     let paused = g.server.paused_until(id);
-                    g.dispatch();
+                    g.dispatch(&self.counters);
                     (r, paused)
                 };
                 match r {

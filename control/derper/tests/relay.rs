@@ -264,6 +264,8 @@ async fn self_signed_certificate_is_kept_with_a_private_key_file() {
         tls: TlsMode::SelfSigned,
         mesh_key: None,
         verify_url: None,
+        mesh_with: Vec::new(),
+        mesh_retry: weft_derper::mesh::MESH_RETRY,
     })
     .await
     .unwrap();

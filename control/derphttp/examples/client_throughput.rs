@@ -4,7 +4,7 @@
 //! drops a packet when the receiver's 32-packet queue is full, so received < sent is expected
 //! once the relay is the bottleneck. Not a benchmark of record (that is `perf/`); a quick way
 //! to see what this crate costs. `cargo run --release -p weft-derphttp --example
-//! relay_throughput [plain|tls] [seconds] [offered Gb/s, 0 = unpaced]`.
+//! client_throughput [plain|tls] [seconds] [offered Gb/s, 0 = unpaced]`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::time::Duration;
@@ -38,6 +38,8 @@ async fn main() {
         },
         mesh_key: None,
         verify_url: None,
+        mesh_with: Vec::new(),
+        mesh_retry: weft_derper::mesh::MESH_RETRY,
     })
     .await
     .unwrap();

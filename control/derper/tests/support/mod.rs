@@ -46,6 +46,8 @@ pub async fn start(tls: TlsMode, verify_url: Option<String>) -> (Derper, PathBuf
         tls,
         mesh_key: None,
         verify_url,
+        mesh_with: Vec::new(),
+        mesh_retry: weft_derper::mesh::MESH_RETRY,
     })
     .await
     .unwrap();
@@ -251,4 +253,38 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<u64> {
             .parse()
             .ok()
     })
+}
+
+/// Sends `payload` from `from` to `to` every 50 ms until `to` receives it (a mesh learns of a
+/// new client asynchronously: PeerPresent crosses the link after the client connects).
+pub async fn deliver(
+    from: &weft_derphttp::DerpClient,
+    to: &mut weft_derphttp::DerpClient,
+    payload: &[u8],
+) {
+    let dst = to.public_key();
+    let src = from.public_key();
+    let tx = from.sender();
+    let recv = async {
+        loop {
+            match to.recv().await.unwrap() {
+                ClientEvent::Packet { src: s, packet } if packet == payload => {
+                    assert_eq!(s, src);
+                    return;
+                }
+                _ => {}
+            }
+        }
+    };
+    tokio::pin!(recv);
+    let deadline = tokio::time::sleep(WAIT);
+    tokio::pin!(deadline);
+    loop {
+        tx.try_send(dst, payload).unwrap();
+        tokio::select! {
+            () = &mut recv => return,
+            () = &mut deadline => panic!("{payload:?} never arrived"),
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }

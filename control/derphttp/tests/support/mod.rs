@@ -73,6 +73,8 @@ pub async fn start(tls: TlsMode, mesh_key: Option<MeshKey>) -> Relay {
         tls,
         mesh_key,
         verify_url: None,
+        mesh_with: Vec::new(),
+        mesh_retry: weft_derper::mesh::MESH_RETRY,
     })
     .await
     .unwrap();

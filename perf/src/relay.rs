@@ -164,6 +164,9 @@ pub(crate) struct RelaySample {
     pub(crate) clients_cpu_s: Option<f64>,
     /// Per-direction goodput of the tailscaled row (A→B, B→A), Gb/s.
     pub(crate) directions_gbps: Vec<f64>,
+    /// The tailscaled row: each node's client metrics about DERP and sending
+    /// (`tailscale debug metrics` lines containing `derp` or `send`), after minus before.
+    pub(crate) client_metrics: BTreeMap<String, f64>,
 }
 
 /// Medians of one (row, relay).
@@ -176,6 +179,11 @@ pub(crate) struct RelaySummary {
     pub(crate) derper_cores_median: Option<f64>,
     pub(crate) derper_s_per_gbit_median: Option<f64>,
     pub(crate) delivered_percent_median: Option<f64>,
+    /// The clients' CPU (peer processes, or both tailscaled), cores.
+    pub(crate) clients_cores_median: Option<f64>,
+    /// Row-specific medians: offered load (weft rows) or per-direction goodput and
+    /// retransmits (tailscaled).
+    pub(crate) detail: String,
 }
 
 /// The JSON file.
@@ -334,6 +342,7 @@ fn measure(ctx: &Ctx<'_>, run: u32, row: RelayRow, d: &DerperBin) -> RelaySample
         derper_s_per_gbit: None,
         clients_cpu_s: None,
         directions_gbps: Vec::new(),
+        client_metrics: BTreeMap::new(),
     };
     let r = match row {
         RelayRow::Tailscaled => measure_tailscaled(ctx, d, &mut sample),
@@ -582,6 +591,9 @@ fn measure_tailscaled(ctx: &Ctx<'_>, d: &DerperBin, sample: &mut RelaySample) ->
     let mut clients = 0.0;
     let mut window = 0.0;
     let mut total_bytes = 0u64;
+    let relay_addr = format!("{}:3340", crate::tailnet::RELAY_IP);
+    let m0 = scrape(&net.a, &relay_addr, true)?;
+    let cm0 = client_metrics(&net);
     for reverse in [false, true] {
         ctx.check_stop()?;
         let mut server = net.b.spawn(
@@ -648,6 +660,15 @@ fn measure_tailscaled(ctx: &Ctx<'_>, d: &DerperBin, sample: &mut RelaySample) ->
         window += el;
         sample.iperf.push(report);
     }
+    let m1 = scrape(&net.a, &relay_addr, true)?;
+    sample.counters = Some(counters(&m0, &m1));
+    let cm1 = client_metrics(&net);
+    for (k, v) in &cm1 {
+        let d = v - cm0.get(k).copied().unwrap_or(0.0);
+        if d != 0.0 {
+            sample.client_metrics.insert(k.clone(), d);
+        }
+    }
     // The row's goodput: the mean of the two directions.
     let secs: f64 = sample.iperf.iter().map(|r| r.seconds).sum();
     sample.goodput_gbps = (secs > 0.0).then(|| total_bytes as f64 * 8.0 / secs / 1e9);
@@ -655,6 +676,28 @@ fn measure_tailscaled(ctx: &Ctx<'_>, d: &DerperBin, sample: &mut RelaySample) ->
     sample.window_s = Some(window);
     sample.clients_cpu_s = Some(clients);
     Ok(())
+}
+
+/// Both nodes' client metrics that mention DERP or sending, keyed `a:name` / `b:name`
+/// (empty when the CLI fails: they explain, they are not the measurement).
+fn client_metrics(net: &crate::tailnet::Tailnet) -> BTreeMap<String, f64> {
+    let mut m = BTreeMap::new();
+    for node in ["a", "b"] {
+        let Ok(text) = net.tailscale(node, &["debug", "metrics"]) else {
+            continue;
+        };
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            if !(line.contains("derp") || line.contains("send")) {
+                continue;
+            }
+            if let Some((k, v)) = line.rsplit_once(' ') {
+                if let Ok(v) = v.trim().parse::<f64>() {
+                    m.insert(format!("{node}:{}", k.trim()), v);
+                }
+            }
+        }
+    }
+    m
 }
 
 fn summarize(config: &RelayConfig, samples: &[RelaySample]) -> Vec<RelaySummary> {
@@ -678,6 +721,36 @@ fn summarize(config: &RelayConfig, samples: &[RelaySample]) -> Vec<RelaySummary>
                     (c.packets_received > 0.0).then(|| 100.0 * c.packets_sent / c.packets_received)
                 })
                 .collect();
+            let clients: Vec<f64> = ok
+                .iter()
+                .filter_map(|s| Some(s.clients_cpu_s? / s.window_s?.max(1e-3)))
+                .collect();
+            let g = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"));
+            let detail = if row == RelayRow::Tailscaled {
+                let dir = |i: usize| {
+                    let v: Vec<f64> = ok
+                        .iter()
+                        .filter_map(|s| s.directions_gbps.get(i).copied())
+                        .collect();
+                    median(&v)
+                };
+                let retr: Vec<f64> = ok
+                    .iter()
+                    .filter_map(|s| {
+                        let r: Option<u64> = s.iperf.iter().map(|r| r.retransmits).sum();
+                        r.map(|r| r as f64)
+                    })
+                    .collect();
+                format!(
+                    "A→B {} B→A {} Gb/s, {} retransmits",
+                    g(dir(0)),
+                    g(dir(1)),
+                    median(&retr).map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+                )
+            } else {
+                let offered: Vec<f64> = ok.iter().filter_map(|s| s.offered_gbps).collect();
+                format!("offered {} Gb/s", g(median(&offered)))
+            };
             out.push(RelaySummary {
                 row,
                 derper: d.label.clone(),
@@ -686,6 +759,8 @@ fn summarize(config: &RelayConfig, samples: &[RelaySample]) -> Vec<RelaySummary>
                 derper_cores_median: median(&cores),
                 derper_s_per_gbit_median: median(&per),
                 delivered_percent_median: median(&delivered),
+                clients_cores_median: median(&clients),
+                detail,
             });
         }
     }
@@ -698,12 +773,12 @@ fn render(config: &RelayConfig, summary: &[RelaySummary]) -> String {
         "\nrelayed throughput through weft-derper ({} runs of {} s, {}-byte packets; medians)\n\n",
         config.runs, config.duration_s, config.packet_size
     );
-    s += "| row | relay | goodput Gb/s | runs | relay cores | relay CPU-s/Gbit | relayed % of received |\n";
-    s += "|---|---|---:|---|---:|---:|---:|\n";
+    s += "| row | relay | goodput Gb/s | runs | relay cores | relay CPU-s/Gbit | relayed % of received | clients cores | |\n";
+    s += "|---|---|---:|---|---:|---:|---:|---:|---|\n";
     for r in summary {
         let runs: Vec<String> = r.goodput_gbps.iter().map(|g| format!("{g:.3}")).collect();
         s += &format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.row.label(),
             r.derper,
             f(r.goodput_median, 3),
@@ -711,6 +786,8 @@ fn render(config: &RelayConfig, summary: &[RelaySummary]) -> String {
             f(r.derper_cores_median, 2),
             f(r.derper_s_per_gbit_median, 2),
             f(r.delivered_percent_median, 1),
+            f(r.clients_cores_median, 2),
+            r.detail,
         );
     }
     if config.derpers.len() > 1 {

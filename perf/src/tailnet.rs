@@ -19,6 +19,9 @@ use weft_testkit::{veth, wait_until, ChildGuard, Netns, TempDir, VETH};
 
 use crate::bench::{TUNNEL_MTU, VETH_MTU};
 
+/// The relay's (and the coordination server's) address: A's end of the veth.
+pub(crate) const RELAY_IP: &str = "10.77.0.1";
+
 /// Where `scripts/realclients.sh` puts the official client (or `WEFT_REALCLIENTS_BIN`).
 pub(crate) fn clients_dir() -> PathBuf {
     std::env::var_os("WEFT_REALCLIENTS_BIN").map_or_else(
@@ -36,7 +39,7 @@ pub(crate) struct Tailnet {
     derper: ChildGuard,
     pub(crate) a: Netns,
     pub(crate) b: Netns,
-    _dir: TempDir,
+    dir: TempDir,
     /// B's tailnet address (the iperf3 server).
     pub(crate) addr_b: Ipv4Addr,
 }
@@ -217,16 +220,18 @@ impl Tailnet {
         } else {
             ("direct path", "via 10.77.0.2:")
         };
+        let mut last = String::new();
         wait_until(
             what,
             Duration::from_secs(60),
             Duration::from_millis(500),
             || {
-                Ok(ts(&a, "a", &["ping", "--c", "1", &addr_b.to_string()])
-                    .map(|o| o.contains(want))
-                    .unwrap_or(false))
+                last = ts(&a, "a", &["ping", "--c", "1", &addr_b.to_string()])
+                    .unwrap_or_else(|e| format!("{e:#}"));
+                Ok(last.contains(want))
             },
-        )?;
+        )
+        .map_err(|e| anyhow!("{e:#}; last `tailscale ping`: {}", last.trim()))?;
         let mtu = a.mtu("ts0")?;
         if mtu != TUNNEL_MTU {
             bail!("tailscaled's TUN has MTU {mtu}, expected {TUNNEL_MTU} (TS_DEBUG_MTU ignored?)");
@@ -237,9 +242,19 @@ impl Tailnet {
             derper: derper_child,
             a,
             b,
-            _dir: dir,
+            dir,
             addr_b,
         })
+    }
+
+    /// Runs the `tailscale` CLI against node `name` (`"a"` or `"b"`) and returns its stdout.
+    pub(crate) fn tailscale(&self, name: &str, args: &[&str]) -> Result<String> {
+        let ns = if name == "a" { &self.a } else { &self.b };
+        let cli = clients_dir().join("tailscale").display().to_string();
+        let sock = self.dir.join(name).join("ts.sock").display().to_string();
+        let mut argv = vec![cli.as_str(), "--socket", sock.as_str()];
+        argv.extend_from_slice(args);
+        ns.run(&argv)
     }
 
     /// The relay process.

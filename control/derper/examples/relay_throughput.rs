@@ -7,8 +7,8 @@
 //! Without a rate the sender is unpaced (the relay then mostly drops at B's queue head); with
 //! one it paces itself to that offered load, but only at the timer's 1 ms granularity, so it
 //! still sends bursts well above the relay's 32-packet per-client queue: paced numbers measure
-//! those bursts more than the relay. A sound benchmark (separate processes, a congestion-
-//! controlled sender) belongs in `perf/`.
+//! those bursts more than the relay. The benchmark proper (relay binary and clients in separate
+//! processes, TLS pinned, official clients too) is `weft-perf relay`; see `perf/README.md`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,

@@ -666,5 +666,15 @@ async fn write_loop(
             _ = stop.changed() => break,
         }
     }
-    let _ = tokio::time::timeout(write_timeout, wr.shutdown()).await;
+    // Closed: what was queued before the close still goes out (a ClosePeer, a last packet),
+    // within one write timeout; after a broken connection this fails at once.
+    buf.clear();
+    let _ = shared.lock().poll_transmit(&mut buf);
+    let _ = tokio::time::timeout(write_timeout, async {
+        if !buf.is_empty() {
+            wr.write_all(&buf).await?;
+        }
+        wr.shutdown().await
+    })
+    .await;
 }

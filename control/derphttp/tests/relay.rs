@@ -228,3 +228,37 @@ async fn a_burst_arrives_whole_and_in_order_with_batched_writes() {
     assert_eq!(b.sender().stats().packets_received, u64::from(N));
     drop(a);
 }
+
+/// A relay shutting down sends Restarting, then closes: the client sees both, the error last.
+#[tokio::test]
+async fn a_relay_shutdown_surfaces_as_restarting_then_closed() {
+    let mut r = start(TlsMode::PlainHttp, None).await;
+    let mut a = r.connect(&key(1)).await;
+    let tx = a.sender();
+    r.derper
+        .take()
+        .unwrap()
+        .shutdown(std::time::Duration::from_millis(50))
+        .await;
+    assert!(matches!(
+        wait_for(&mut a, |e| matches!(e, ClientEvent::Restarting { .. })).await,
+        ClientEvent::Restarting { .. }
+    ));
+    let end = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Err(e) = a.recv().await {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(end, DerpError::ClosedByServer), "{end:?}");
+    // Reported once; then plainly closed, and senders know.
+    assert!(matches!(a.recv().await, Err(DerpError::Closed)));
+    assert!(tx.is_closed());
+    assert_eq!(
+        tx.try_send(key(2).public_key(), b"x"),
+        Err(SendError::Closed)
+    );
+}

@@ -408,6 +408,15 @@ fn start_relay(
 fn scrape(ns: &Netns, addr: &str, tls: bool) -> Result<BTreeMap<String, f64>> {
     let url = format!("{}://{addr}/metrics", if tls { "https" } else { "http" });
     let text = ns.run(&["curl", "-sSk", "--max-time", "5", &url])?;
+    let m = parse_metrics(&text);
+    if m.is_empty() {
+        bail!("no metrics from {url}");
+    }
+    Ok(m)
+}
+
+/// Prometheus text → `name{labels}` → value (comments and unparsable lines skipped).
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     for line in text.lines() {
         if line.starts_with('#') {
@@ -419,10 +428,7 @@ fn scrape(ns: &Netns, addr: &str, tls: bool) -> Result<BTreeMap<String, f64>> {
             }
         }
     }
-    if m.is_empty() {
-        bail!("no metrics from {url}");
-    }
-    Ok(m)
+    m
 }
 
 fn counters(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> RelayCounters {
@@ -819,4 +825,59 @@ pub(crate) fn wait_for_go(path: &Path, bound: Duration) -> Result<()> {
         sleep(Duration::from_millis(1));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_and_their_differences() {
+        let before = parse_metrics(
+            "# HELP derp_packets_received_total x\n\
+             derp_packets_received_total 10\n\
+             derp_packets_sent_total 4\n\
+             derp_packets_dropped_total{reason=\"queue_head\",kind=\"other\"} 6\n\
+             garbage line\n",
+        );
+        assert_eq!(before.get("derp_packets_received_total"), Some(&10.0));
+        let after = parse_metrics(
+            "derp_packets_received_total 110\n\
+             derp_packets_sent_total 94\n\
+             derp_packets_dropped_total{reason=\"queue_head\",kind=\"other\"} 16\n\
+             derp_packets_dropped_total{reason=\"unknown_dest\",kind=\"disco\"} 0\n",
+        );
+        let c = counters(&before, &after);
+        assert_eq!(c.packets_received, 100.0);
+        assert_eq!(c.packets_sent, 90.0);
+        assert_eq!(c.dropped.len(), 1, "zero differences are left out");
+        assert_eq!(
+            c.dropped.get("reason=\"queue_head\",kind=\"other\""),
+            Some(&10.0)
+        );
+    }
+
+    #[test]
+    fn relay_binaries_must_exist() {
+        assert!(parse_derper("x=/nonexistent/weft-derper").is_err());
+        assert!(parse_derper("=/bin/sh").is_err());
+        let d = parse_derper("/bin/sh").unwrap();
+        assert_eq!(d.label, "sh");
+    }
+
+    #[test]
+    fn goodput_needs_a_span() {
+        let r = PeerReport {
+            received_bytes: 125_000_000,
+            receive_s: 1.0,
+            ..PeerReport::default()
+        };
+        assert_eq!(r.goodput_bps(), Some(1e9));
+        let r = PeerReport {
+            received_bytes: 1280,
+            receive_s: 0.0,
+            ..PeerReport::default()
+        };
+        assert_eq!(r.goodput_bps(), None);
+    }
 }

@@ -42,6 +42,9 @@ pub const UPGRADE_INTERVAL: Duration = Duration::from_secs(60);
 pub const GOOD_ENOUGH_LATENCY: Duration = Duration::from_millis(5);
 /// The least gap between two pings to one endpoint (`discoPingInterval`).
 pub const DISCO_PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Without a trusted path, a ping received from an endpoint is answered with a ping of our own
+/// at most this often (weft's addition; see [`PeerPath::handle_ping`]).
+pub const PING_BACK_INTERVAL: Duration = Duration::from_millis(250);
 /// A ping unanswered this long is forgotten (`pingTimeoutDuration`).
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Candidate endpoints kept per peer.
@@ -107,6 +110,7 @@ struct Endpoint {
     learned: Instant,
     last_ping: Option<Instant>,
     last_pong: Option<Instant>,
+    last_ping_back: Option<Instant>,
     latency: Option<Duration>,
 }
 
@@ -192,13 +196,22 @@ impl PeerPath {
     }
 
     /// The peer pinged this node over `route`: answer it, and remember a UDP source as a
-    /// candidate (pinging it back at once when no direct path is trusted).
+    /// candidate. Without a trusted path, ping the source back at once (at most once per
+    /// [`PING_BACK_INTERVAL`]): the peer's NAT has just shown it holds a mapping towards this
+    /// node, so this node's ping can now get through where an earlier one, which crossed the
+    /// peer's on the way, was dropped.
     pub fn handle_ping(&mut self, route: Route, tx: TxId, src: SocketAddr, now: Instant) {
         self.out.push_back(Output::Pong { route, tx, src });
         if let Route::Udp(addr) = route {
-            let new = !self.endpoints.contains_key(&addr);
             self.add_candidate(addr, Source::Ping, now);
-            if new && !self.trusted(now) {
+            let due = self.endpoints.get(&addr).is_some_and(|e| {
+                e.last_ping_back
+                    .is_none_or(|t| now.saturating_duration_since(t) >= PING_BACK_INTERVAL)
+            });
+            if due && !self.trusted(now) {
+                if let Some(e) = self.endpoints.get_mut(&addr) {
+                    e.last_ping_back = Some(now);
+                }
                 self.ping(addr, now);
             }
         }
@@ -436,6 +449,7 @@ impl PeerPath {
                 learned: now,
                 last_ping: None,
                 last_pong: None,
+                last_ping_back: None,
                 latency: None,
             },
         );

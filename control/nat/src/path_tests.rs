@@ -292,3 +292,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_ping_from_a_recently_pinged_endpoint_is_pinged_back_when_untrusted() {
+    // Crossing probes: our ping to the peer died at its NAT; its ping to us shows its NAT now
+    // holds a mapping, so we ping back at once instead of waiting out the 5 s interval.
+    let now = t0();
+    let mut p = PeerPath::new([8; 32], true);
+    let ep = sa("203.0.113.1:41641");
+    p.handle_call_me_maybe(&[ep], now);
+    assert_eq!(pings(&drain(&mut p)).len(), 1);
+    let later = now + Duration::from_millis(20);
+    p.handle_ping(Route::Udp(ep), TxId([1; 12]), ep, later);
+    let out = drain(&mut p);
+    assert_eq!(pings(&out).len(), 1, "{out:?}");
+    // Not more than once per PING_BACK_INTERVAL.
+    p.handle_ping(
+        Route::Udp(ep),
+        TxId([2; 12]),
+        ep,
+        later + Duration::from_millis(100),
+    );
+    assert!(pings(&drain(&mut p)).is_empty());
+    // Once trusted, pings are only answered.
+    let (_, tx) = pings(&out)[0];
+    assert!(p.handle_pong(tx, ep, later + Duration::from_millis(2)));
+    p.handle_ping(
+        Route::Udp(ep),
+        TxId([3; 12]),
+        ep,
+        later + Duration::from_secs(2),
+    );
+    assert!(pings(&drain(&mut p)).is_empty());
+}

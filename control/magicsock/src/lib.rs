@@ -1,0 +1,459 @@
+//! The I/O shell around [`weft_nat::node::Node`]: one UDP socket shared by WireGuard, disco and
+//! STUN, extra sockets for birthday probing, and a reconnecting link to the home DERP relay.
+//!
+//! Every decision is the core's; this crate moves bytes and reads the clock. [`MagicSock::recv`]
+//! waits for whatever comes first — a datagram, a relayed packet, a timer of the core — hands
+//! it to the core, sends what the core wants sent, and returns only what is WireGuard's.
+//! [`MagicSock::send`] asks the core where a peer's packet goes now (direct, relay, or both
+//! while a direct path is not yet trusted) and sends it there without waiting: a full socket
+//! or relay queue drops the packet, counted, as a congested network would.
+//!
+//! Readers are small tasks that forward datagrams through bounded channels, so `recv` is
+//! cancel-safe and can sit in a caller's `select!`. This shell copies each datagram once; it is
+//! the control-plane side of the node (disco, STUN, relayed packets) and the lab's data path.
+//! The io_uring data plane will feed the same core from its own receive batches.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use weft_derphttp::{Backoff, ClientEvent, DerpClient, DerpSender, DerpUrl, DialConfig};
+use weft_keys::{PrivateKey, PublicKey};
+use weft_nat::birthday::Plan;
+use weft_nat::disco::DiscoPrivate;
+use weft_nat::node::{Node, PeerConfig, Received, RegionId, Transmit, Via};
+
+/// Datagrams buffered between the readers and [`MagicSock::recv`].
+const RX_QUEUE: usize = 1024;
+/// The largest datagram read.
+const MAX_DATAGRAM: usize = 65535;
+
+/// The home relay.
+#[derive(Debug, Clone)]
+pub struct DerpHome {
+    /// Its region id.
+    pub region: RegionId,
+    /// `https://host:port#sha256-raw:…` or `http://…` (test mode).
+    pub url: DerpUrl,
+    /// Dial this address instead of resolving the URL's host.
+    pub addr: Option<SocketAddr>,
+}
+
+/// How to start.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The node key (WireGuard and DERP address).
+    pub node_key: PrivateKey,
+    /// The disco key (fresh per start).
+    pub disco_key: DiscoPrivate,
+    /// The shared UDP socket's address.
+    pub listen: SocketAddr,
+    /// Local addresses to offer as endpoints (port 0 = the shared socket's port).
+    pub local_addrs: Vec<SocketAddr>,
+    /// STUN servers.
+    pub stun: Vec<SocketAddr>,
+    /// The home relay.
+    pub derp: Option<DerpHome>,
+}
+
+/// Why the shell could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A socket could not be bound.
+    #[error("binding UDP {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The OS has no randomness.
+    #[error("no OS randomness: {0}")]
+    Random(getrandom::Error),
+}
+
+/// Where a WireGuard datagram came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Directly, from this address, on this local socket.
+    Udp {
+        /// Local socket index.
+        socket: u16,
+        /// Remote address.
+        addr: SocketAddr,
+    },
+    /// Through the relay, from this node key.
+    Derp(PublicKey),
+}
+
+/// Counters of the shell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShellStats {
+    /// WireGuard datagrams sent directly.
+    pub udp_out: u64,
+    /// WireGuard datagrams sent through the relay.
+    pub derp_out: u64,
+    /// Datagrams dropped because a socket would block or failed.
+    pub udp_send_errors: u64,
+    /// Packets dropped because the relay link was down or its queue full.
+    pub derp_send_drops: u64,
+    /// Relay (re)connections.
+    pub derp_connects: u64,
+}
+
+enum Inbound {
+    Udp(u16, SocketAddr, Vec<u8>),
+    Derp(PublicKey, Vec<u8>),
+}
+
+/// The shell. See the crate documentation.
+pub struct MagicSock {
+    node: Node,
+    /// Send halves: plain non-blocking sockets, so a send is one syscall and fails only when
+    /// the socket buffer is full (tokio's `try_send_to` also fails before the reactor has
+    /// seen the socket writable once).
+    sockets: Vec<std::net::UdpSocket>,
+    rx: mpsc::Receiver<Inbound>,
+    tx: mpsc::Sender<Inbound>,
+    derp: Option<(RegionId, Arc<Mutex<Option<DerpSender>>>)>,
+    stats: Arc<Mutex<ShellStats>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for MagicSock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MagicSock")
+            .field("sockets", &self.sockets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The clock: read only in this shell.
+#[allow(clippy::disallowed_methods)]
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+impl MagicSock {
+    /// Binds the shared socket, starts the relay link and the first STUN round.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] or [`Error::Random`].
+    pub async fn start(opts: Options) -> Result<Self, Error> {
+        let sock = bind(opts.listen)?;
+        let port = sock.local_addr().map(|a| a.port()).unwrap_or(0);
+        let mut seed = [0u8; 32];
+        getrandom::getrandom(&mut seed).map_err(Error::Random)?;
+        let t = now();
+        let mut node = Node::new(
+            opts.disco_key,
+            opts.node_key.public_key(),
+            opts.stun,
+            seed,
+            t,
+        );
+        let locals = opts
+            .local_addrs
+            .iter()
+            .map(|a| {
+                if a.port() == 0 {
+                    SocketAddr::new(a.ip(), port)
+                } else {
+                    *a
+                }
+            })
+            .collect();
+        node.set_local_addrs(locals, t);
+        let (tx, rx) = mpsc::channel(RX_QUEUE);
+        let stats = Arc::new(Mutex::new(ShellStats::default()));
+        let mut me = Self {
+            node,
+            sockets: Vec::new(),
+            rx,
+            tx,
+            derp: None,
+            stats,
+            tasks: Vec::new(),
+        };
+        me.add_socket(sock)?;
+        if let Some(home) = opts.derp {
+            let slot = Arc::new(Mutex::new(None));
+            let task = tokio::spawn(derp_link(
+                home.clone(),
+                opts.node_key,
+                slot.clone(),
+                me.tx.clone(),
+                me.stats.clone(),
+            ));
+            me.tasks.push(task);
+            me.derp = Some((home.region, slot));
+        }
+        me.flush();
+        Ok(me)
+    }
+
+    /// The shared socket's local address.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.sockets.first().and_then(|s| s.local_addr().ok())
+    }
+
+    /// The core, for status.
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Shell counters.
+    pub fn stats(&self) -> ShellStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// True while the relay link is up.
+    pub fn derp_connected(&self) -> bool {
+        self.derp.as_ref().is_some_and(|(_, slot)| {
+            slot.lock()
+                .map(|s| s.as_ref().is_some_and(|d| !d.is_closed()))
+                .unwrap_or(false)
+        })
+    }
+
+    /// Adds or updates a peer.
+    pub fn upsert_peer(&mut self, peer: PeerConfig) {
+        self.node.upsert_peer(peer, now());
+        self.flush();
+    }
+
+    /// Opens `plan.sockets - 1` extra sockets (socket 0 is the shared one) and starts birthday
+    /// probing towards `peer`.
+    ///
+    /// # Errors
+    /// [`Error::Bind`] when a socket cannot be opened.
+    pub async fn start_birthday(&mut self, peer: &PublicKey, plan: Plan) -> Result<(), Error> {
+        let ip = self
+            .local_addr()
+            .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+        while self.sockets.len() < usize::from(plan.sockets) {
+            self.add_socket(bind(SocketAddr::new(ip, 0))?)?;
+        }
+        self.node.start_birthday(peer, plan, now());
+        self.flush();
+        Ok(())
+    }
+
+    /// Sends a WireGuard datagram to `peer` wherever the core says. Never waits.
+    pub fn send(&mut self, peer: &PublicKey, datagram: &[u8]) {
+        let Some(dest) = self.node.send_to(peer, now()) else {
+            return;
+        };
+        if let Some((socket, to)) = dest.udp {
+            let ok = self
+                .sockets
+                .get(usize::from(socket))
+                .is_some_and(|s| s.send_to(datagram, to).is_ok());
+            self.count(|s| {
+                if ok {
+                    s.udp_out += 1
+                } else {
+                    s.udp_send_errors += 1
+                }
+            });
+        }
+        if dest.derp.is_some() {
+            let ok = self.derp_send(*peer, datagram);
+            self.count(|s| {
+                if ok {
+                    s.derp_out += 1
+                } else {
+                    s.derp_send_drops += 1
+                }
+            });
+        }
+        self.flush();
+    }
+
+    /// Waits for the next WireGuard datagram, handling disco, STUN and timers meanwhile.
+    /// Cancel-safe. `None` when the shell's readers are gone.
+    pub async fn recv(&mut self) -> Option<(Source, Vec<u8>)> {
+        loop {
+            let deadline = self.node.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = self.rx.recv() => {
+                    let msg = msg?;
+                    let t = now();
+                    let out = match msg {
+                        Inbound::Udp(socket, from, bytes) => {
+                            match self.node.handle_udp(socket, from, &bytes, t) {
+                                Received::WireGuard => Some((Source::Udp { socket, addr: from }, bytes)),
+                                _ => None,
+                            }
+                        }
+                        Inbound::Derp(src, bytes) => {
+                            let region = self.derp.as_ref().map_or(0, |d| d.0);
+                            match self.node.handle_derp(region, src, &bytes, t) {
+                                Received::WireGuard => Some((Source::Derp(src), bytes)),
+                                _ => None,
+                            }
+                        }
+                    };
+                    self.flush();
+                    if out.is_some() {
+                        return out;
+                    }
+                }
+                () = sleep => {
+                    self.node.handle_timeout(now());
+                    self.flush();
+                }
+            }
+        }
+    }
+
+    /// Sends everything the core has queued (disco, STUN, birthday probes).
+    fn flush(&mut self) {
+        let t = now();
+        // Bounded: the core's queue is finite, but a paced birthday plan refills it over time.
+        for _ in 0..4096 {
+            let Some(Transmit { via, bytes }) = self.node.poll_transmit(t) else {
+                return;
+            };
+            match via {
+                Via::Udp { socket, to } => {
+                    let ok = self
+                        .sockets
+                        .get(usize::from(socket))
+                        .is_some_and(|s| s.send_to(&bytes, to).is_ok());
+                    if !ok {
+                        self.count(|s| s.udp_send_errors += 1);
+                    }
+                }
+                Via::Derp { dst, .. } => {
+                    if !self.derp_send(dst, &bytes) {
+                        self.count(|s| s.derp_send_drops += 1);
+                    }
+                }
+            }
+        }
+    }
+
+    fn derp_send(&self, dst: PublicKey, bytes: &[u8]) -> bool {
+        let Some((_, slot)) = &self.derp else {
+            return false;
+        };
+        let sender = slot.lock().ok().and_then(|s| s.clone());
+        sender.is_some_and(|s| s.try_send(dst, bytes).is_ok())
+    }
+
+    fn count(&self, f: impl FnOnce(&mut ShellStats)) {
+        if let Ok(mut s) = self.stats.lock() {
+            f(&mut s);
+        }
+    }
+
+    fn add_socket(&mut self, sock: std::net::UdpSocket) -> Result<(), Error> {
+        let addr = sock
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let bind_err = |source| Error::Bind { addr, source };
+        let reader = sock.try_clone().map_err(bind_err)?;
+        let reader = UdpSocket::from_std(reader).map_err(bind_err)?;
+        let index = u16::try_from(self.sockets.len()).unwrap_or(u16::MAX);
+        self.sockets.push(sock);
+        let sock = reader;
+        let tx = self.tx.clone();
+        self.tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                match sock.recv_from(&mut buf).await {
+                    Ok((n, from)) => {
+                        let bytes = buf.get(..n).unwrap_or_default().to_vec();
+                        if tx.send(Inbound::Udp(index, from, bytes)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // ICMP errors surface as receive errors on Linux; they are not fatal.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+        }));
+        Ok(())
+    }
+}
+
+impl Drop for MagicSock {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some((_, slot)) = &self.derp {
+            if let Ok(s) = slot.lock() {
+                if let Some(d) = s.as_ref() {
+                    d.close();
+                }
+            }
+        }
+    }
+}
+
+/// A non-blocking UDP socket bound to `addr`.
+fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, Error> {
+    let err = |source| Error::Bind { addr, source };
+    let s = std::net::UdpSocket::bind(addr).map_err(err)?;
+    s.set_nonblocking(true).map_err(err)?;
+    Ok(s)
+}
+
+/// Keeps a connection to the home relay, with backoff, and forwards what it relays.
+async fn derp_link(
+    home: DerpHome,
+    key: PrivateKey,
+    slot: Arc<Mutex<Option<DerpSender>>>,
+    tx: mpsc::Sender<Inbound>,
+    stats: Arc<Mutex<ShellStats>>,
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let mut cfg = DialConfig::new(home.url.clone(), key.clone());
+        cfg.addr = home.addr;
+        cfg.note_preferred = true;
+        cfg.app_name = Some("weft-magicsock".into());
+        match DerpClient::connect(cfg).await {
+            Ok(client) => {
+                backoff.reset();
+                if let Ok(mut s) = stats.lock() {
+                    s.derp_connects += 1;
+                }
+                let (sender, mut events) = client.into_parts();
+                if let Ok(mut s) = slot.lock() {
+                    *s = Some(sender);
+                }
+                loop {
+                    match events.recv().await {
+                        Ok(ClientEvent::Packet { src, packet }) => {
+                            if tx.send(Inbound::Derp(src, packet)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!("DERP link to {} lost: {e}", home.url.host);
+                            break;
+                        }
+                    }
+                }
+                if let Ok(mut s) = slot.lock() {
+                    *s = None;
+                }
+            }
+            Err(e) => tracing::warn!("DERP connect to {} failed: {e}", home.url.host),
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod flood;
+mod natlab;
 mod netns;
 mod pair;
 mod process;
@@ -34,6 +35,7 @@ mod wg;
 mod wgquick;
 
 pub use flood::{FloodSpec, HandshakeFlood};
+pub use natlab::{NatKind, NatLab, DERP_IP, NAT_PUBLIC, STUN2_IP};
 pub use netns::{veth, Netns, EXEC_TIMEOUT};
 pub use pair::{
     Dir, Family, Initiator, Pair, PairBuilder, Side, DEFAULT_TUNNEL_MTU, HANDSHAKE_TIMEOUT, PORT_A,

@@ -8,7 +8,8 @@
 //! each PeerGone removes it, and losing the link forgets everything learnt through it (so
 //! clients that received from those keys hear PeerGone). The core decides when a packet goes
 //! to a mesh link (`Event::Forward`); [`crate::relay`] writes it as a ForwardPacket through the
-//! link's sender without waiting (a full link drops, counted). A failed dial or a broken link
+//! link's sender, and when the link is full the sending client waits (is not read) until it
+//! has room, as upstream's blocking ForwardPacket makes it. A failed dial or a broken link
 //! is retried every `retry` (5 s, as upstream). A URL that turns out to be this relay (the
 //! server key is our own) is dropped for good: upstream ignores itself the same way, which lets
 //! every server of a region run with the same `--mesh-with` list.

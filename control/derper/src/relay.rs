@@ -21,7 +21,9 @@
 //! Mesh links ([`crate::mesh`]) register their `weft_derphttp::DerpSender` here; the core's
 //! `Event::Forward` is carried out under the lock with the sender's non-waiting
 //! `try_forward_packet` (the link's own mutex is only ever taken inside this one, never the
-//! other way round, so the two cannot deadlock).
+//! other way round, so the two cannot deadlock). When the link is full, the reader whose input
+//! produced the packet sends it after releasing the lock, waiting for room: the sending client
+//! is then not read, and TCP pushes back on it, as upstream's blocking ForwardPacket does.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Notify};
 use weft_derp::server::{ConnId, ConnOptions, Event, MeshLinkId, Server};
-use weft_derphttp::DerpSender;
+use weft_derphttp::{DerpSender, SendError};
 use weft_keys::PublicKey;
 
 use crate::verify::Verifier;
@@ -108,6 +110,17 @@ struct Shared {
     conns: BTreeMap<ConnId, Arc<ConnSignals>>,
     /// The mesh links that are up, by the id the core knows them by.
     mesh_links: BTreeMap<MeshLinkId, DerpSender>,
+    /// Forwards a full link could not take, for the reader whose input made them to send
+    /// once it has room (see the module documentation).
+    deferred: Vec<DeferredForward>,
+}
+
+/// A packet for a mesh link that was full when the core routed it.
+struct DeferredForward {
+    link: DerpSender,
+    src: PublicKey,
+    dst: PublicKey,
+    packet: Vec<u8>,
 }
 
 impl Shared {
@@ -131,14 +144,28 @@ impl Shared {
                     dst,
                     packet,
                 } => {
-                    // Never waits (the relay's lock is held): a full or vanished link drops
-                    // the packet, as a full client queue does.
-                    let sent = self
-                        .mesh_links
-                        .get(&link)
-                        .is_some_and(|tx| tx.try_forward_packet(src, dst, &packet).is_ok());
-                    if !sent {
+                    // Never waits here (the relay's lock is held). A full link defers the
+                    // packet to the reader that caused it, which waits for room outside the
+                    // lock; once one packet is deferred, the rest of this input follows it,
+                    // so the sender's order holds. A link that is gone drops (counted).
+                    let Some(tx) = self.mesh_links.get(&link) else {
                         bump(&counters.mesh_forward_dropped);
+                        continue;
+                    };
+                    let r = if self.deferred.is_empty() {
+                        tx.try_forward_packet(src, dst, &packet)
+                    } else {
+                        Err(SendError::Full)
+                    };
+                    match r {
+                        Ok(()) => {}
+                        Err(SendError::Full) => self.deferred.push(DeferredForward {
+                            link: tx.clone(),
+                            src,
+                            dst,
+                            packet,
+                        }),
+                        Err(_) => bump(&counters.mesh_forward_dropped),
                     }
                 }
                 _ => {}
@@ -177,6 +204,7 @@ impl Relay {
                 server,
                 conns: BTreeMap::new(),
                 mesh_links: BTreeMap::new(),
+                deferred: Vec::new(),
             }),
             timer: Notify::new(),
             verifier,
@@ -412,13 +440,24 @@ impl Relay {
         let mut chunk = vec![0u8; READ_CHUNK];
         loop {
             if !pending.is_empty() {
-                let (r, paused) = {
+                let (r, paused, deferred) = {
                     let mut g = self.lock();
                     let r = g.server.handle_input(id, now(), &pending);
                     let paused = g.server.paused_until(id);
                     g.dispatch(&self.counters);
-                    (r, paused)
+                    (r, paused, std::mem::take(&mut g.deferred))
                 };
+                // A mesh link was full: this client waits, unread, until the link has room
+                // (upstream's ForwardPacket is a blocking write, with the same effect); the
+                // link's write timeout bounds the wait.
+                for d in deferred {
+                    tokio::select! {
+                        r = d.link.forward_packet(d.src, d.dst, &d.packet) => if r.is_err() {
+                            bump(&self.counters.mesh_forward_dropped);
+                        },
+                        _ = close.changed() => return,
+                    }
+                }
                 match r {
                     Ok(used) => {
                         pending.drain(..used.min(pending.len()));

@@ -26,6 +26,8 @@
 pub mod birthday;
 pub mod disco;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod node;
 pub mod path;
 #[doc(hidden)]

@@ -83,7 +83,7 @@ fn packet_seeds() -> Vec<(String, Vec<u8>)> {
     for (name, m) in msgs {
         let mut p = Vec::new();
         b.seal([5; 24], &m, &mut p).unwrap();
-        out.push((format!("{name}"), p.clone()));
+        out.push((name.to_string(), p.clone()));
         out.push((format!("{name}_trunc"), p[..p.len() - 3].to_vec()));
         let mut flipped = p.clone();
         let last = flipped.len() - 1;

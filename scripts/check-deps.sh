@@ -23,7 +23,7 @@ forbid() { # forbid CRATE DEP... : CRATE must not depend on any DEP, even indire
 # Rule 1: core crates depend on no runtime, no sockets, no platform crate.
 # (libc arrives indirectly through ring/getrandom for randomness and CPU features; cores may
 # not use it themselves.)
-for core in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-tailcfg weft-tailnet; do
+for core in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-controlbase weft-tailcfg weft-tailnet weft-nat; do
   forbid "$core" tokio mio weft-sys weft-dataplane anyhow clap tracing-subscriber
   DEPTH=1 forbid "$core" libc socket2 nix
 done
@@ -35,6 +35,8 @@ done
 forbid weft-derper weft-dataplane weft-sys weft-policy
 # The DERP client shell is client code: no relay, no data plane (the relay links it for mesh).
 forbid weft-derphttp weft-derper weft-dataplane weft-sys weft-policy
+# The NAT shell is node-side: no relay, no coordination server, no data plane engine (yet).
+forbid weft-magicsock weft-derper weft-coordd weft-dataplane weft-sys
 forbid weft-coord weft-dataplane weft-sys weft-cli
 # The control plane never links the data plane; the coordinator core never links a database.
 forbid weft-coordd weft-dataplane weft-sys weft-cli
@@ -44,7 +46,7 @@ forbid weft-coordstore hyper weft-coord weft-coordd
 # weft-sys knows no protocol.
 forbid weft-sys weft-wg weft-keys weft-packet weft-handoff
 # Rule 5: anyhow, clap and tracing-subscriber only in binaries and the testkit.
-for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-derphttp weft-controlbase weft-tailcfg weft-tailnet weft-coordstore weft-sys weft-dataplane; do
+for lib in weft-keys weft-packet weft-wg weft-handoff weft-filter weft-policy weft-derp weft-derphttp weft-controlbase weft-tailcfg weft-tailnet weft-coordstore weft-sys weft-dataplane weft-nat weft-magicsock; do
   forbid "$lib" anyhow clap tracing-subscriber
 done
 

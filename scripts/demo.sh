@@ -3,7 +3,9 @@
 # WireGuard tunnel between them configured with the standard `wg` tool, traffic shown flowing
 # (ping, then a 5-second iperf3 TCP run), the peers' view from `wg show`, and everything
 # removed afterwards — also on Ctrl-C or failure. Part 2, the control plane:
-# scripts/demo-tailnet.sh (weft-coordd + weft-derper, two official Tailscale clients).
+# scripts/demo-tailnet.sh (weft-coordd + weft-derper, two official Tailscale clients). Part 3,
+# NAT traversal: weft-natlab (two weft nodes behind easy/hard nftables NATs, relay first, then
+# direct where the NATs allow it).
 #
 #   host A (ns weftdemo-a)                          host B (ns weftdemo-b)
 #   weftA: 10.77.0.1/24  <==== WireGuard ====>      weftB: 10.77.0.2/24
@@ -70,3 +72,11 @@ ip netns exec $NB wg show weftB
 echo
 echo "== part 2: a tailnet run by weft (coordination server + DERP relay, official clients)"
 ./scripts/demo-tailnet.sh
+
+echo
+echo "== part 3: NAT traversal (two weft nodes behind nftables NATs, weft-derper relay + STUN)"
+echo "== building weft-natpeer and weft-derper"
+cargo build -q -p weft-natpeer -p weft-derper
+# Relayed at once, then direct when the NATs allow it: easy/easy by disco, easy/hard by the
+# birthday probe; hard/hard stays on the relay. weft-natlab removes its namespaces itself.
+./target/debug/weft-natlab --nat easy,easy --nat easy,hard --nat hard,hard --secs 5

@@ -12,12 +12,10 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use serde_json::Value;
-use weft_keys::PrivateKey;
-use weft_testkit::{serial, ChildGuard, NatKind, NatLab, NAT_PUBLIC};
+use anyhow::{Context, Result};
+use weft_natpeer::lab::{describe, run_pair, summary, Lines};
+use weft_testkit::{serial, NatKind, NatLab, NAT_PUBLIC};
 
 fn workspace_bin(name: &str) -> PathBuf {
     Path::new(env!("CARGO_BIN_EXE_weft-natpeer"))
@@ -40,91 +38,20 @@ impl Lab {
         })
     }
 
-    /// Runs both peers for `secs`; returns their JSON event lines.
-    fn run(&self, secs: u64, birthday: [Option<String>; 2]) -> Result<[Vec<Value>; 2]> {
-        let bin = env!("CARGO_BIN_EXE_weft-natpeer");
-        let keys = [
-            PrivateKey::from_bytes([11; 32]),
-            PrivateKey::from_bytes([12; 32]),
-        ];
-        let disco = [
-            PrivateKey::from_bytes([21; 32]),
-            PrivateKey::from_bytes([22; 32]),
-        ];
-        let mut peers: Vec<ChildGuard> = Vec::new();
-        for i in 0..2 {
-            let j = 1 - i;
-            let mut argv: Vec<String> = vec![
-                bin.into(),
-                "--listen".into(),
-                "0.0.0.0:41641".into(),
-                "--local-addr".into(),
-                format!("10.0.{}.2", i + 1),
-                "--stun".into(),
-                "192.0.2.1:3478".into(),
-                "--stun".into(),
-                "192.0.2.2:3478".into(),
-                "--derp".into(),
-                self.lab.derp_url.clone(),
-                "--node-key".into(),
-                keys[i].to_hex(),
-                "--disco-key".into(),
-                disco[i].to_hex(),
-                "--peer-key".into(),
-                keys[j].public_key().to_hex(),
-                "--peer-disco".into(),
-                disco[j].public_key().to_hex(),
-                "--tunnel-ip".into(),
-                format!("100.64.0.{}", i + 1),
-                "--peer-tunnel-ip".into(),
-                format!("100.64.0.{}", j + 1),
-                "--duration".into(),
-                secs.to_string(),
-                // Node 1 starts sending 200 ms after node 0: WireGuard initiations that cross
-                // (both sides sending their first packet in the same millisecond) each replace
-                // the other's handshake state, as in the kernel, and cost a 5 s retry.
-                "--start-after-ms".into(),
-                (300 + 200 * i).to_string(),
-            ];
-            if let Some(b) = &birthday[i] {
-                argv.extend(["--birthday".into(), b.clone()]);
-            }
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            peers.push(self.lab.hosts[i].spawn(&format!("natpeer{i}"), &argv)?);
-        }
-        let mut out: [Vec<Value>; 2] = [Vec::new(), Vec::new()];
-        for (i, p) in peers.iter_mut().enumerate() {
-            let status = p.wait_timeout(Duration::from_secs(secs + 30))?;
-            let log = p.log();
-            if !status.success() {
-                bail!("natpeer{i} failed ({status}):\n{log}");
-            }
-            out[i] = log
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .collect();
-        }
-        Ok(out)
+    fn run(&self, secs: u64, birthday: [Option<String>; 2]) -> Result<[Lines; 2]> {
+        run_pair(
+            &self.lab,
+            Path::new(env!("CARGO_BIN_EXE_weft-natpeer")),
+            secs,
+            birthday,
+        )
     }
 }
 
-fn event<'a>(lines: &'a [Value], name: &str) -> Option<&'a Value> {
-    lines.iter().find(|v| v["event"] == name)
-}
-
-fn summary(lines: &[Value]) -> &Value {
-    event(lines, "summary").expect("summary line")
-}
-
-fn report(label: &str, out: &[Vec<Value>; 2]) {
-    for (i, lines) in out.iter().enumerate() {
-        let s = summary(lines);
-        eprintln!(
-            "{label} node{i}: first packet {} ms, direct {} ms, nat {}, delivered direct {} / relayed {}, birthday {}",
-            s["first_packet_ms"], s["direct_ms"], s["nat"], s["delivered_direct"], s["delivered_derp"],
-            event(lines, "birthday_hit").map_or("-".to_owned(), |h| format!("hit after {} probes, {} ms", h["probes"], h["elapsed_ms"])),
-        );
-        eprintln!("  {s}");
+fn report(label: &str, out: &[Lines; 2]) {
+    for (line, lines) in describe(label, out).iter().zip(out) {
+        eprintln!("{line}");
+        eprintln!("  {}", summary(lines));
     }
 }
 

@@ -15,27 +15,14 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
+use support::Tsd;
 use weft_testkit::{serial, veth, wait_until, ChildGuard, Netns, TempDir};
-
-fn clients_dir() -> PathBuf {
-    std::env::var_os("WEFT_REALCLIENTS_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/realclients/bin"),
-        PathBuf::from,
-    )
-}
-
-/// A built binary of this workspace, next to this package's own.
-fn workspace_bin(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_weft-coordd"))
-        .parent()
-        .unwrap()
-        .join(name)
-}
 
 struct Lab {
     ns: Netns,
@@ -50,20 +37,8 @@ struct Lab {
 
 impl Lab {
     fn new(force_derp: bool) -> Result<Self> {
-        let clients = clients_dir();
-        if !clients.join("tailscaled").exists() {
-            bail!(
-                "official clients missing in {} — run scripts/realclients.sh (scripts/setup.sh does)",
-                clients.display()
-            );
-        }
-        let derper_bin = workspace_bin("weft-derper");
-        if !derper_bin.exists() {
-            bail!(
-                "{} not built (cargo build -p weft-derper)",
-                derper_bin.display()
-            );
-        }
+        let clients = support::clients_dir()?;
+        let derper_bin = support::derper_bin()?;
         let ns = Netns::new("rc")?;
         let gw = Netns::new("rcgw")?;
         veth(&ns, "rc0", &gw, "rc1")?;
@@ -90,47 +65,17 @@ impl Lab {
         }
         let argv: Vec<&str> = derper_argv.iter().map(String::as_str).collect();
         let derper = ns.spawn("weft-derper", &argv)?;
-        let mut pin = String::new();
-        wait_until(
-            "derper pin",
-            Duration::from_secs(15),
-            Duration::from_millis(100),
-            || {
-                pin = derper
-                    .log()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("CertName: ").map(str::to_owned))
-                    .unwrap_or_default();
-                Ok(!pin.is_empty())
-            },
-        )?;
-
+        let pin = support::derper_pin(&derper)?;
         let coord_state = dir.join("coord");
-        let coordd = ns.spawn(
-            "weft-coordd",
-            &[
-                env!("CARGO_BIN_EXE_weft-coordd"),
-                "serve",
-                "--state-dir",
-                coord_state.to_str().unwrap(),
-                "--listen",
-                "127.0.0.1:8080",
-                "--derp",
-                "https://127.0.0.1:3340",
-                "--derp-cert-pin",
-                &pin,
-                "--keepalive-secs",
-                "15",
-            ],
+        let coordd = support::start_coordd(
+            &ns,
+            &coord_state,
+            "127.0.0.1:8080",
+            "https://127.0.0.1:3340",
+            &pin,
         )?;
-        let sock = coord_state.join("admin.sock");
-        wait_until(
-            "admin socket",
-            Duration::from_secs(15),
-            Duration::from_millis(100),
-            || Ok(sock.exists()),
-        )?;
-        let mut lab = Self {
+        let key = support::alice_key(&coord_state)?;
+        Ok(Self {
             ns,
             _gw: gw,
             dir,
@@ -138,60 +83,22 @@ impl Lab {
             _derper: derper,
             _coordd: coordd,
             nodes: Vec::new(),
-            key: String::new(),
-        };
-        lab.admin(&["users", "create", "alice"])?;
-        lab.key = lab
-            .admin(&[
-                "keys",
-                "create",
-                "--user",
-                "alice",
-                "--reusable",
-                "--expiration",
-                "10m",
-            ])?
-            .trim()
-            .to_owned();
-        Ok(lab)
+            key,
+        })
     }
 
     /// The admin CLI (the socket is a file: no namespace needed).
     fn admin(&self, args: &[&str]) -> Result<String> {
-        let out = Command::new(env!("CARGO_BIN_EXE_weft-coordd"))
-            .arg("--state-dir")
-            .arg(self.dir.join("coord"))
-            .args(args)
-            .env_remove("RUST_BACKTRACE")
-            .output()?;
-        if !out.status.success() {
-            bail!(
-                "weft-coordd {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        support::admin(&self.dir.join("coord"), args)
     }
 
-    fn sock(&self, node: &str) -> PathBuf {
-        self.dir.join(node).join("ts.sock")
+    fn tsd(&self, node: &str) -> Tsd {
+        Tsd::new(&self.clients, self.dir.path(), node)
     }
 
     /// `tailscale --socket … ARGS` in the namespace; stdout, or an error with stderr.
     fn ts(&self, node: &str, args: &[&str], timeout: Duration) -> Result<String> {
-        let ts = self.clients.join("tailscale");
-        let sock = self.sock(node);
-        let mut argv = vec![ts.to_str().unwrap(), "--socket", sock.to_str().unwrap()];
-        argv.extend_from_slice(args);
-        let out = self.ns.exec_env(timeout, &[], &argv)?;
-        if !out.status.success() {
-            bail!(
-                "tailscale {args:?} on {node}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.tsd(node).ts(&self.ns, args, timeout)
     }
 
     fn start(&mut self, node: &str, force_derp: bool) -> Result<()> {
@@ -207,75 +114,25 @@ impl Lab {
         daemon: &[&str],
         up: &[&str],
     ) -> Result<()> {
-        let state = self.dir.join(node);
-        std::fs::create_dir_all(&state)?;
-        let tsd = self.clients.join("tailscaled");
-        let sock = self.sock(node);
-        let mut cmd = self.ns.command(&[
-            tsd.to_str().unwrap(),
-            "--tun=userspace-networking",
-            &format!("--statedir={}", state.join("state").display()),
-            &format!("--socket={}", sock.display()),
-            "--port=0",
-            "--no-logs-no-support",
-        ]);
+        let tsd = self.tsd(node);
+        let mut cmd = tsd.command(&self.ns)?;
         cmd.args(daemon);
         if force_derp {
             cmd.env("TS_DEBUG_ALWAYS_USE_DERP", "1");
         }
-        self.nodes.push(ChildGuard::spawn(node, cmd)?);
-        wait_until(
-            "tailscaled socket",
-            Duration::from_secs(15),
-            Duration::from_millis(100),
-            || Ok(sock.exists()),
-        )?;
-        let key = format!("--auth-key={}", self.key);
-        let host = format!("--hostname={node}");
-        let mut args = vec![
-            "up",
-            "--login-server=http://127.0.0.1:8080",
-            &key,
-            &host,
-            "--accept-dns=false",
-            "--timeout=40s",
-        ];
-        args.extend_from_slice(up);
-        self.ts(node, &args, Duration::from_secs(50))
-            .with_context(|| format!("tailscale up {node}"))?;
-        Ok(())
+        self.nodes.push(tsd.spawn(cmd)?);
+        tsd.up(&self.ns, "http://127.0.0.1:8080", &self.key, up)
     }
 
     fn status(&self, node: &str) -> Result<serde_json::Value> {
-        Ok(serde_json::from_str(&self.ts(
-            node,
-            &["status", "--json"],
-            Duration::from_secs(10),
-        )?)?)
+        self.tsd(node).status(&self.ns)
     }
 
     /// The peers `node` has in its netmap: (host name, DNS name, online).
     fn peers(&self, node: &str) -> Result<Vec<(String, String, bool)>> {
-        let s = self.status(node)?;
-        let mut v: Vec<_> = s["Peer"]
-            .as_object()
-            .map(|m| {
-                m.values()
-                    .map(|p| {
-                        (
-                            p["HostName"].as_str().unwrap_or_default().to_owned(),
-                            p["DNSName"].as_str().unwrap_or_default().to_owned(),
-                            p["Online"].as_bool().unwrap_or(false),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        Ok(v)
+        self.tsd(node).peers(&self.ns)
     }
 }
-
 fn mesh(force_derp: bool) -> Result<()> {
     let _serial = serial();
     let mut lab = Lab::new(force_derp)?;
@@ -376,31 +233,10 @@ fn netns_realclients_interactive_login_waits_for_admin() {
     let _serial = serial();
     let mut lab = Lab::new(false).unwrap();
     lab.start("n1", false).unwrap();
-    let state = lab.dir.join("n4");
-    std::fs::create_dir_all(&state).unwrap();
-    let tsd = lab.clients.join("tailscaled");
-    let sock = lab.sock("n4");
-    lab.nodes.push(
-        ChildGuard::spawn(
-            "n4",
-            lab.ns.command(&[
-                tsd.to_str().unwrap(),
-                "--tun=userspace-networking",
-                &format!("--statedir={}", state.join("state").display()),
-                &format!("--socket={}", sock.display()),
-                "--port=0",
-                "--no-logs-no-support",
-            ]),
-        )
-        .unwrap(),
-    );
-    wait_until(
-        "n4 socket",
-        Duration::from_secs(15),
-        Duration::from_millis(100),
-        || Ok(sock.exists()),
-    )
-    .unwrap();
+    let n4 = lab.tsd("n4");
+    let cmd = n4.command(&lab.ns).unwrap();
+    lab.nodes.push(n4.spawn(cmd).unwrap());
+    let sock = n4.sock();
     let ts = lab.clients.join("tailscale");
     let mut up = ChildGuard::spawn(
         "tailscale up n4",

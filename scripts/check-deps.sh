@@ -35,8 +35,9 @@ done
 forbid weft-derper weft-dataplane weft-sys weft-policy
 # The DERP client shell is client code: no relay, no data plane (the relay links it for mesh).
 forbid weft-derphttp weft-derper weft-dataplane weft-sys weft-policy
-# The NAT shell is node-side: no relay, no coordination server, no data plane engine (yet).
-forbid weft-magicsock weft-derper weft-coordd weft-dataplane weft-sys
+# The NAT shell is node-side: no relay, no coordination server, no data plane engine (yet);
+# it uses weft-sys only to list interface addresses.
+forbid weft-magicsock weft-derper weft-coordd weft-dataplane
 forbid weft-coord weft-dataplane weft-sys weft-cli
 # The control plane never links the data plane; the coordinator core never links a database.
 forbid weft-coordd weft-dataplane weft-sys weft-cli

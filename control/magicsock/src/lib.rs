@@ -13,7 +13,7 @@
 //! the control-plane side of the node (disco, STUN, relayed packets) and the lab's data path.
 //! The io_uring data plane will feed the same core from its own receive batches.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,8 @@ pub struct Options {
     pub disco_key: DiscoPrivate,
     /// The shared UDP socket's address.
     pub listen: SocketAddr,
-    /// Local addresses to offer as endpoints (port 0 = the shared socket's port).
+    /// Local addresses to offer as endpoints (port 0 = the shared socket's port); empty = the
+    /// addresses of every interface that is up, except loopback and IPv6 link-local.
     pub local_addrs: Vec<SocketAddr>,
     /// STUN servers.
     pub stun: Vec<SocketAddr>,
@@ -155,8 +156,12 @@ impl MagicSock {
             seed,
             t,
         );
-        let locals = opts
-            .local_addrs
+        let given = if opts.local_addrs.is_empty() {
+            interface_endpoints(opts.listen)
+        } else {
+            opts.local_addrs
+        };
+        let locals = given
             .iter()
             .map(|a| {
                 if a.port() == 0 {
@@ -400,6 +405,26 @@ impl Drop for MagicSock {
             }
         }
     }
+}
+
+/// The host's usable interface addresses (port 0) for a socket bound to `listen`: up, not
+/// loopback, not IPv6 link-local (it needs a scope a peer cannot know), and of a family the
+/// socket can send from. Empty if the interfaces cannot be listed (STUN still finds endpoints).
+pub fn interface_endpoints(listen: SocketAddr) -> Vec<SocketAddr> {
+    let Ok(addrs) = weft_sys::interface_addrs() else {
+        return Vec::new();
+    };
+    addrs
+        .into_iter()
+        .filter(|a| a.up && !a.loopback)
+        .filter(|a| match (a.addr, listen.ip()) {
+            (IpAddr::V6(v6), _) if v6.segments()[0] & 0xffc0 == 0xfe80 => false,
+            (IpAddr::V6(_), IpAddr::V4(_)) => false,
+            (IpAddr::V4(_), IpAddr::V6(l)) => l.is_unspecified(),
+            _ => listen.ip().is_unspecified() || a.addr == listen.ip(),
+        })
+        .map(|a| SocketAddr::new(a.addr, 0))
+        .collect()
 }
 
 /// A non-blocking UDP socket bound to `addr`.

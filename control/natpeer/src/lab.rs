@@ -48,8 +48,6 @@ pub fn run_pair(
             bin.clone(),
             "--listen".into(),
             "0.0.0.0:41641".into(),
-            "--local-addr".into(),
-            format!("10.0.{}.2", i + 1),
             "--stun".into(),
             format!("{DERP_IP}:3478"),
             "--stun".into(),

@@ -29,7 +29,8 @@ struct Args {
     /// The shared UDP socket.
     #[arg(long, default_value = "0.0.0.0:41641")]
     listen: SocketAddr,
-    /// A local address to offer as an endpoint (repeatable).
+    /// A local address to offer as an endpoint (repeatable; default: every interface that is
+    /// up, except loopback).
     #[arg(long = "local-addr")]
     local_addrs: Vec<IpAddr>,
     /// A STUN server (repeatable; two at different IPs tell the NAT type).

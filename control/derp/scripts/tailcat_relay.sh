@@ -4,6 +4,11 @@
 # weft-derper binary, forced onto DERP (TS_DEBUG_ALWAYS_USE_DERP=1). Checks a disco ping and a
 # 4 MB transfer (SHA-256 compared).
 #
+# The by-hand variant: CI runs control/derper/tests/tailcat.rs instead (tailcat peers behind
+# hard and easy nftables NATs in weft_testkit::NatLab, no TS_DEBUG_* knob, relayed or direct
+# as the NATs allow). This script stays for plain HTTP (MODE=plain) and for poking at the
+# clients by hand on loopback.
+#
 # MODE=tls (default): HTTPS with the relay's self-signed certificate pinned in the DERP map
 #   (CertName "sha256-raw:<hex>" as printed by weft-derper) and STUN on 3478 — no debug knob
 #   for the transport.

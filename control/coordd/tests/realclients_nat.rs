@@ -11,15 +11,24 @@
 //! - Both NATs easy (`masquerade`): the clients learn their public endpoints from weft-derper's
 //!   STUN, exchange them over the relay, punch through, and `tailscale ping` reports the peer's
 //!   NAT address; a download afterwards leaves the relay's counters (almost) unchanged.
+//! - Both NATs easy, data first: a TSMP ping (through WireGuard) instead of a disco ping.
 //!
 //! Each test prints the time to the first pong, its path, and (easy) the time to direct, all
-//! from the start of one `tailscale ping` (one disco ping a second, pongs timestamped as their
-//! lines appear, n1's `tailscale status` polled in between). Measured on the 2-core VM: first
-//! pong 0.06 s via `DERP(weft)` in both; easy/easy direct after 3.0–4.0 s. A CLI disco ping
-//! (`endpoint.discoPing` in tailscale 1.96) probes the peer's candidate endpoints but sends no
-//! CallMeMaybe, so n1's first probes reach n2's NAT before n2 has sent anything towards n1 and
-//! die in that NAT's input firewall; the path forms a few seconds later, once the probes of
-//! both sides cross (which timer of magicsock's starts n2's probes was not traced).
+//! from the start of one `tailscale ping` (pongs timestamped as their lines appear, n1's
+//! `tailscale status` polled in between, ~every 0.05–0.1 s). Measured on the 2-core VM: first
+//! pong 0.06 s, via `DERP(weft)` (disco) or `TSMP`; easy/easy direct after 3.0–3.1 s with disco
+//! pings only (every run); after a TSMP ping, 0.07–0.08 s in 5 of 9 runs and 6.03–6.06 s in 4
+//! (in the slow runs whose logs were read, n2, the responder, was direct at once). Those
+//! seconds are tailscaled's timers, not the lab's or weft's (traced with `TS_DEBUG_DISCO=1` in
+//! one-off runs outside this file, and in tailscale's `wgengine/magicsock/endpoint.go`): a CLI
+//! disco ping (`endpoint.discoPing`, purpose `pingCLI`) probes the peer's candidate endpoints
+//! and arms the heartbeat timer but sends no CallMeMaybe, so n1's probes die in n2's NAT
+//! (nothing has gone from n2 towards n1 yet; a NAT drops unsolicited packets) and n2 is not
+//! told to probe back; the first heartbeat (`heartbeatInterval`, 3 s) calls
+//! `sendDiscoPingsLocked(now, true)`, which sends the CallMeMaybe over DERP, n2 probes n1's
+//! endpoints through the NAT state n1's probes left, and both sides go direct within
+//! milliseconds. Data through WireGuard takes `endpoint.send`, which sends the CallMeMaybe at
+//! once; whether n1's own first probe survives is then a race (see the test).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -123,14 +132,14 @@ impl Lab {
     /// `tailscale ping ARGS ip` from node `from`, run in the background and watched: each
     /// pong's path (`DERP(weft)` or `ip:port`) with the time its line appeared, and the time
     /// n1's `tailscale status` first showed a direct `CurAddr` (polled between, ~every 0.1 s).
-    /// Returns when the command exits, `stop` holds, or after `limit`.
+    /// Returns when `stop(pongs, status_direct_after, exited)` holds, or after `limit`.
     fn ping_watch(
         &self,
         from: usize,
         ip: &str,
         args: &[&str],
         limit: Duration,
-        stop: impl Fn(&[(Duration, String)], Option<Duration>) -> bool,
+        stop: impl Fn(&[(Duration, String)], Option<Duration>, bool) -> bool,
     ) -> Result<Watch> {
         let mut argv = vec!["ping"];
         argv.extend_from_slice(args);
@@ -160,7 +169,7 @@ impl Lab {
                 }
             }
             w.log = log;
-            if exited || stop(&w.pongs, w.cur_addr.as_ref().map(|c| c.0)) || t0.elapsed() > limit {
+            if stop(&w.pongs, w.cur_addr.as_ref().map(|c| c.0), exited) || t0.elapsed() > limit {
                 return Ok(w);
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -337,7 +346,7 @@ fn netns_realclients_nat_hard_hard_relayed_through_weft_derper() {
             &ip,
             &["--c", "10", "--timeout", "2s", "--until-direct=false"],
             Duration::from_secs(40),
-            |_, _| false,
+            |_, _, exited| exited,
         )
         .unwrap();
     assert!(
@@ -447,7 +456,7 @@ fn netns_realclients_nat_easy_easy_goes_direct() {
             &ip,
             &["--c", "60", "--timeout", "2s"],
             Duration::from_secs(70),
-            |_, _| false,
+            |_, _, exited| exited,
         )
         .unwrap();
     let Some((first, path)) = w.pongs.first().cloned() else {
@@ -541,5 +550,59 @@ fn netns_realclients_nat_easy_easy_goes_direct() {
         secs(to_direct),
         secs(took),
         BLOB_LEN as f64 * 8.0 / took.as_secs_f64() / 1e6,
+    );
+}
+
+/// Both NATs easy, and the first thing sent is data through WireGuard (a TSMP ping) rather than
+/// a disco `tailscale ping`: tailscaled starts discovery with a CallMeMaybe at once
+/// (`endpoint.send` → `sendDiscoPingsLocked(now, true)`) instead of at its first 3 s
+/// heartbeat. n2 goes direct at once; n1 too, or — when its first probe reached n2's NAT
+/// before anything of n2's had left it — at the heartbeat 6 s later (the first one at 3 s
+/// skips an endpoint pinged less than `discoPingInterval`, 5 s, ago).
+#[test]
+fn netns_realclients_nat_easy_easy_direct_on_traffic() {
+    let _serial = serial();
+    let mut lab = Lab::new([NatKind::Easy, NatKind::Easy]).unwrap();
+    let ip = lab.join().unwrap();
+    let w = lab
+        .ping_watch(
+            0,
+            &ip,
+            &["--tsmp", "--c", "1", "--timeout", "5s"],
+            Duration::from_secs(20),
+            // Until n1 is direct and the pong is printed (either comes first), or the ping
+            // gave up without a pong.
+            |pongs, direct, exited| {
+                (direct.is_some() && !pongs.is_empty()) || (exited && pongs.is_empty())
+            },
+        )
+        .unwrap();
+    let Some((first, path)) = w.pongs.first().cloned() else {
+        panic!("no TSMP pong:\n{}\n{}", w.log, lab.logs());
+    };
+    assert_eq!(path, "TSMP", "{}", w.log);
+    let Some((to_direct, addr)) = w.cur_addr.clone() else {
+        panic!(
+            "no direct path within 20 s of a TSMP ping: {w:?}\n{}",
+            lab.logs()
+        );
+    };
+    assert!(
+        addr.starts_with(&format!("{}:", NAT_PUBLIC[1])),
+        "n1's CurAddr {addr}"
+    );
+    let disco = lab
+        .ts(0, &["ping", "--c", "1", &ip], Duration::from_secs(10))
+        .unwrap();
+    let disco_path = disco.lines().find_map(pong_path).unwrap_or_default();
+    assert!(
+        disco_path.starts_with(&format!("{}:", NAT_PUBLIC[1])),
+        "a disco ping after the TSMP one is not direct:\n{disco}"
+    );
+    eprintln!(
+        "easy/easy on traffic: first TSMP pong {} after the ping started; n1's status showed \
+         direct {addr} after {}; a disco ping then went via {disco_path}",
+        secs(first),
+        secs(to_direct),
     );
 }

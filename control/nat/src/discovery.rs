@@ -189,6 +189,8 @@ impl Discovery {
         probe.answer = Some((mapped, rtt));
         if round.probes.iter().all(|p| p.answer.is_some()) {
             self.finish();
+        } else {
+            self.publish_partial();
         }
         true
     }
@@ -257,21 +259,29 @@ impl Discovery {
         out
     }
 
+    /// An address a round has just learnt is offered at once rather than when the slowest
+    /// server answers (peers can start punching a round-trip earlier); the round's final
+    /// report still replaces it.
+    fn publish_partial(&mut self) {
+        let Some(round) = &self.round else {
+            return;
+        };
+        let partial = round_report(round);
+        let new_addr = self.report.as_ref().is_none_or(|old| {
+            let known = addrs(old);
+            addrs(&partial).iter().any(|a| !known.contains(a))
+        });
+        if new_addr {
+            self.generation += 1;
+            self.report = Some(partial);
+        }
+    }
+
     fn finish(&mut self) {
         let Some(round) = self.round.take() else {
             return;
         };
-        let mapped: Vec<(SocketAddr, SocketAddr, Duration)> = round
-            .probes
-            .iter()
-            .filter_map(|p| p.answer.map(|(m, rtt)| (p.server, m, rtt)))
-            .collect();
-        let nat = classify(&mapped);
-        let report = Report {
-            at: round.started,
-            mapped,
-            nat,
-        };
+        let report = round_report(&round);
         let changed = self
             .report
             .as_ref()
@@ -280,6 +290,21 @@ impl Discovery {
             self.generation += 1;
         }
         self.report = Some(report);
+    }
+}
+
+/// The report of a round so far.
+fn round_report(round: &Round) -> Report {
+    let mapped: Vec<(SocketAddr, SocketAddr, Duration)> = round
+        .probes
+        .iter()
+        .filter_map(|p| p.answer.map(|(m, rtt)| (p.server, m, rtt)))
+        .collect();
+    let nat = classify(&mapped);
+    Report {
+        at: round.started,
+        mapped,
+        nat,
     }
 }
 
@@ -413,6 +438,38 @@ mod tests {
         assert_eq!(d.unmatched(), 3);
         assert!(d.handle_stun(s1, good.as_bytes(), now));
         assert!(!d.handle_stun(s1, good.as_bytes(), now), "duplicate");
+    }
+
+    #[test]
+    fn the_first_answer_is_offered_before_the_round_ends() {
+        let now = t0();
+        let s1 = sa("192.0.2.1:3478");
+        let s2 = sa("192.0.2.2:3478");
+        let mut d = Discovery::new(vec![s1, s2], [6; 32]);
+        d.start(now);
+        let (a, ra) = d.poll_transmit(now).unwrap();
+        let _lost = d.poll_transmit(now).unwrap();
+        let g0 = d.generation();
+        let tx = stun::parse_binding_request(&ra).unwrap();
+        let mapped = sa("198.51.100.7:41641");
+        assert!(d.handle_stun(a, stun::binding_response(tx, mapped).as_bytes(), now));
+        assert!(d.generation() > g0);
+        assert_eq!(d.endpoints(now), vec![(mapped, EndpointKind::Stun)]);
+        assert_eq!(
+            d.report().unwrap().nat,
+            NatMapping::Unknown,
+            "one answer tells no NAT type"
+        );
+        // The round goes on: the other server is asked again, and its answer completes it.
+        let (b, rb) = d.poll_transmit(now + RETRANSMIT).unwrap();
+        assert_eq!(b, s2);
+        let tx = stun::parse_binding_request(&rb).unwrap();
+        assert!(d.handle_stun(
+            b,
+            stun::binding_response(tx, mapped).as_bytes(),
+            now + RETRANSMIT
+        ));
+        assert_eq!(d.report().unwrap().nat, NatMapping::EndpointIndependent);
     }
 
     #[test]

@@ -313,6 +313,18 @@ impl Node {
         Some(d)
     }
 
+    /// The peer's path counters and candidate endpoints (for status output).
+    pub fn peer_status(
+        &self,
+        peer: &PublicKey,
+    ) -> Option<(
+        crate::path::PathStats,
+        Vec<(SocketAddr, crate::path::Source)>,
+    )> {
+        let p = self.peers.get(peer)?;
+        Some((p.path.stats(), p.path.candidates().collect()))
+    }
+
     /// The peer's trusted direct path, if any.
     pub fn direct_path(&self, peer: &PublicKey, now: Instant) -> Option<SocketAddr> {
         self.peers.get(peer)?.path.direct(now)

@@ -47,6 +47,9 @@ struct World {
     first_data: [Option<Duration>; 2],
     data_direct: [u64; 2],
     data_relayed: [u64; 2],
+    /// Node `i` starts its own traffic this late (it answers the first packet at once).
+    data_start: [Duration; 2],
+    reply_once: [bool; 2],
 }
 
 fn node_key(i: usize) -> PrivateKey {
@@ -105,6 +108,8 @@ impl World {
             first_data: [None; 2],
             data_direct: [0; 2],
             data_relayed: [0; 2],
+            data_start: [Duration::ZERO; 2],
+            reply_once: [false; 2],
         }
     }
 
@@ -154,6 +159,9 @@ impl World {
     /// Each node sends the other one data packet.
     fn send_data(&mut self) {
         for i in 0..2 {
+            if self.now < self.start + self.data_start[i] {
+                continue;
+            }
             let peer = node_key(1 - i).public_key();
             let d = self.nodes[i].send_to(&peer, self.now).unwrap();
             if let Some((socket, to)) = d.udp {
@@ -212,6 +220,26 @@ impl World {
     }
 
     fn got_data(&mut self, at: usize, direct: bool) {
+        if self.first_data[at].is_none() && self.reply_once[at] {
+            // Like a WireGuard responder: one packet straight back when the first arrives.
+            self.reply_once[at] = false;
+            let peer = node_key(1 - at).public_key();
+            let d = self.nodes[at].send_to(&peer, self.now).unwrap();
+            if let Some((socket, to)) = d.udp {
+                self.send_udp(at, socket, to, DATA.to_vec());
+            }
+            if d.derp.is_some() {
+                let from = self.nodes[at].node_key();
+                self.put(
+                    DERP_DELAY,
+                    Wire::Derp {
+                        to: 1 - at,
+                        from,
+                        bytes: DATA.to_vec(),
+                    },
+                );
+            }
+        }
         if self.first_data[at].is_none() {
             self.first_data[at] = Some(self.now - self.start);
         }
@@ -472,4 +500,19 @@ fn hostile_disco_is_dropped_and_counted() {
     assert_eq!(n.poll_transmit(now), None);
     // WireGuard passes through.
     assert_eq!(n.handle_udp(0, from, DATA, now), Received::WireGuard);
+}
+
+#[test]
+fn scenario_1_direct_soon_when_one_side_starts_later() {
+    // The lab's shape: node 1 only answers node 0's first packet, and sends on its own 200 ms
+    // later; the path must not wait for node 1's own traffic.
+    let mut w = World::new([NatKind::Easy, NatKind::Easy], false, 5);
+    w.data_start = [Duration::ZERO, Duration::from_millis(500)];
+    w.reply_once = [false, true];
+    let direct = w.run(5).expect("direct path");
+    eprintln!("asymmetric start: direct after {direct:?}");
+    assert!(
+        direct < Duration::from_millis(200),
+        "direct after {direct:?}"
+    );
 }

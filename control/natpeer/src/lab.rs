@@ -68,6 +68,7 @@ pub fn run_pair(
             format!("100.64.0.{}", j + 1),
             "--duration".into(),
             secs.to_string(),
+            "--trace".into(),
             "--start-after-ms".into(),
             (300 + 200 * i).to_string(),
         ];

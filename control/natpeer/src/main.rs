@@ -76,6 +76,9 @@ struct Args {
     /// are measured from the first packet sent.
     #[arg(long, default_value_t = 0)]
     start_after_ms: u64,
+    /// Print a `trace` line whenever the node's disco counters or path change.
+    #[arg(long)]
+    trace: bool,
     /// Delay before the birthday probe starts (after STUN has answered).
     #[arg(long, default_value_t = 500)]
     birthday_delay_ms: u64,
@@ -238,6 +241,8 @@ async fn main() -> Result<()> {
     let mut first_packet: Option<u64> = None;
     let mut direct_at: Option<u64> = None;
     let mut reported_hit = false;
+    let mut last_trace = None;
+    let mut probe_tick = tokio::time::interval(Duration::from_millis(5));
     let mut buf = vec![0u8; 2048];
     loop {
         let t = now();
@@ -286,6 +291,9 @@ async fn main() -> Result<()> {
             () = wg_sleep => {
                 wg.handle_timeout(now());
             }
+            // Disco is handled inside `recv`, which returns only WireGuard datagrams: look at
+            // the path every 5 ms until it is direct, so `direct` is timed to within 5 ms.
+            _ = probe_tick.tick(), if direct_at.is_none() => {}
             () = async {
                 match birthday_at {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -301,6 +309,23 @@ async fn main() -> Result<()> {
         }
         while let Some(tx) = wg.poll_transmit() {
             ms.send(&peer_key, &tx.payload);
+        }
+        if args.trace {
+            let st = ms.node().stats();
+            let key = (
+                st.disco_in,
+                st.disco_out,
+                ms.node().direct_path(&peer_key, now()),
+                ms.node().endpoints(now()).len(),
+            );
+            if Some(key) != last_trace {
+                last_trace = Some(key);
+                emit(
+                    json!({"event": "trace", "ms": ms_since(start), "unix_ms": unix_ns() / 1_000_000 % 100_000, "disco_in": key.0,
+                    "disco_out": key.1, "direct": key.2.map(|a| a.to_string()), "endpoints": key.3,
+                    "path": format!("{:?}", ms.node().peer_status(&peer_key))}),
+                );
+            }
         }
         if direct_at.is_none() {
             if let Some(path) = ms.node().direct_path(&peer_key, now()) {

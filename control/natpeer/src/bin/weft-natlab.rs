@@ -113,6 +113,13 @@ fn main() -> Result<()> {
         for line in describe(&name, &out) {
             println!("   {line}");
         }
+        if std::env::var_os("WEFT_NATLAB_TRACE").is_some() {
+            for (i, lines) in out.iter().enumerate() {
+                for l in lines.iter().filter(|l| l["event"] == "trace") {
+                    println!("   node{i} {l}");
+                }
+            }
+        }
     }
     println!("== done; namespaces removed");
     Ok(())

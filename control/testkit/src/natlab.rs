@@ -133,20 +133,24 @@ impl NatLab {
                     state,
                 ],
             )?;
+            // Both relays print their pin once listening (the second one serves only STUN to
+            // the nodes; a node started before it would lose its first STUN answer).
+            let mut this_pin = String::new();
+            wait_until(
+                "derper pin",
+                Duration::from_secs(15),
+                Duration::from_millis(50),
+                || {
+                    this_pin = d
+                        .log()
+                        .lines()
+                        .find_map(|l| l.strip_prefix("CertName: ").map(str::to_owned))
+                        .unwrap_or_default();
+                    Ok(!this_pin.is_empty())
+                },
+            )?;
             if n == 0 {
-                wait_until(
-                    "derper pin",
-                    Duration::from_secs(15),
-                    Duration::from_millis(50),
-                    || {
-                        pin = d
-                            .log()
-                            .lines()
-                            .find_map(|l| l.strip_prefix("CertName: ").map(str::to_owned))
-                            .unwrap_or_default();
-                        Ok(!pin.is_empty())
-                    },
-                )?;
+                pin = this_pin;
             }
             derpers.push(d);
         }

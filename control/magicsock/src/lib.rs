@@ -25,8 +25,12 @@ use weft_nat::birthday::Plan;
 use weft_nat::disco::DiscoPrivate;
 use weft_nat::node::{Node, PeerConfig, Received, RegionId, Transmit, Via};
 
-/// Datagrams buffered between the readers and [`MagicSock::recv`].
+/// Datagrams buffered between the UDP readers and [`MagicSock::recv`]; beyond it they are
+/// dropped and counted (a flood on the UDP port must not stall the relay link).
 const RX_QUEUE: usize = 1024;
+/// Relayed packets buffered between the DERP link and [`MagicSock::recv`]; the link waits when
+/// it is full (TCP pushes back on the relay, nothing is lost).
+const DERP_RX_QUEUE: usize = 1024;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65535;
 
@@ -103,12 +107,16 @@ pub struct ShellStats {
     pub derp_send_drops: u64,
     /// Relay (re)connections.
     pub derp_connects: u64,
+    /// Received datagrams dropped because [`MagicSock::recv`] was behind.
+    pub udp_rx_dropped: u64,
+    /// Receive errors on the UDP sockets (ICMP errors surface here).
+    pub udp_rx_errors: u64,
+    /// Packets for a relay region other than the home one (only the home link exists).
+    pub derp_wrong_region: u64,
 }
 
-enum Inbound {
-    Udp(u16, SocketAddr, Vec<u8>),
-    Derp(PublicKey, Vec<u8>),
-}
+struct UdpIn(u16, SocketAddr, Vec<u8>);
+struct DerpIn(PublicKey, Vec<u8>);
 
 /// The shell. See the crate documentation.
 pub struct MagicSock {
@@ -117,8 +125,10 @@ pub struct MagicSock {
     /// the socket buffer is full (tokio's `try_send_to` also fails before the reactor has
     /// seen the socket writable once).
     sockets: Vec<std::net::UdpSocket>,
-    rx: mpsc::Receiver<Inbound>,
-    tx: mpsc::Sender<Inbound>,
+    rx: mpsc::Receiver<UdpIn>,
+    tx: mpsc::Sender<UdpIn>,
+    derp_rx: mpsc::Receiver<DerpIn>,
+    derp_open: bool,
     derp: Option<(RegionId, Arc<Mutex<Option<DerpSender>>>)>,
     stats: Arc<Mutex<ShellStats>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -173,12 +183,15 @@ impl MagicSock {
             .collect();
         node.set_local_addrs(locals, t);
         let (tx, rx) = mpsc::channel(RX_QUEUE);
+        let (derp_tx, derp_rx) = mpsc::channel(DERP_RX_QUEUE);
         let stats = Arc::new(Mutex::new(ShellStats::default()));
         let mut me = Self {
             node,
             sockets: Vec::new(),
             rx,
             tx,
+            derp_rx,
+            derp_open: true,
             derp: None,
             stats,
             tasks: Vec::new(),
@@ -190,7 +203,7 @@ impl MagicSock {
                 home.clone(),
                 opts.node_key,
                 slot.clone(),
-                me.tx.clone(),
+                derp_tx,
                 me.stats.clone(),
             ));
             me.tasks.push(task);
@@ -265,8 +278,8 @@ impl MagicSock {
                 }
             });
         }
-        if dest.derp.is_some() {
-            let ok = self.derp_send(*peer, datagram);
+        if let Some(region) = dest.derp {
+            let ok = self.derp_send(region, *peer, datagram);
             self.count(|s| {
                 if ok {
                     s.derp_out += 1
@@ -290,23 +303,27 @@ impl MagicSock {
                 }
             };
             tokio::select! {
+                msg = self.derp_rx.recv(), if self.derp_open => {
+                    let Some(DerpIn(src, bytes)) = msg else {
+                        // No relay configured, or its link task is gone: UDP only from now on.
+                        self.derp_open = false;
+                        continue;
+                    };
+                    let region = self.derp.as_ref().map_or(0, |d| d.0);
+                    let out = match self.node.handle_derp(region, src, &bytes, now()) {
+                        Received::WireGuard => Some((Source::Derp(src), bytes)),
+                        _ => None,
+                    };
+                    self.flush();
+                    if out.is_some() {
+                        return out;
+                    }
+                }
                 msg = self.rx.recv() => {
-                    let msg = msg?;
-                    let t = now();
-                    let out = match msg {
-                        Inbound::Udp(socket, from, bytes) => {
-                            match self.node.handle_udp(socket, from, &bytes, t) {
-                                Received::WireGuard => Some((Source::Udp { socket, addr: from }, bytes)),
-                                _ => None,
-                            }
-                        }
-                        Inbound::Derp(src, bytes) => {
-                            let region = self.derp.as_ref().map_or(0, |d| d.0);
-                            match self.node.handle_derp(region, src, &bytes, t) {
-                                Received::WireGuard => Some((Source::Derp(src), bytes)),
-                                _ => None,
-                            }
-                        }
+                    let UdpIn(socket, from, bytes) = msg?;
+                    let out = match self.node.handle_udp(socket, from, &bytes, now()) {
+                        Received::WireGuard => Some((Source::Udp { socket, addr: from }, bytes)),
+                        _ => None,
                     };
                     self.flush();
                     if out.is_some() {
@@ -339,8 +356,8 @@ impl MagicSock {
                         self.count(|s| s.udp_send_errors += 1);
                     }
                 }
-                Via::Derp { dst, .. } => {
-                    if !self.derp_send(dst, &bytes) {
+                Via::Derp { region, dst } => {
+                    if !self.derp_send(region, dst, &bytes) {
                         self.count(|s| s.derp_send_drops += 1);
                     }
                 }
@@ -348,10 +365,15 @@ impl MagicSock {
         }
     }
 
-    fn derp_send(&self, dst: PublicKey, bytes: &[u8]) -> bool {
-        let Some((_, slot)) = &self.derp else {
+    fn derp_send(&self, region: RegionId, dst: PublicKey, bytes: &[u8]) -> bool {
+        let Some((home, slot)) = &self.derp else {
             return false;
         };
+        if region != *home {
+            // Links to other regions are not built yet: count, don't pretend.
+            self.count(|s| s.derp_wrong_region += 1);
+            return false;
+        }
         let sender = slot.lock().ok().and_then(|s| s.clone());
         sender.is_some_and(|s| s.try_send(dst, bytes).is_ok())
     }
@@ -373,18 +395,30 @@ impl MagicSock {
         self.sockets.push(sock);
         let sock = reader;
         let tx = self.tx.clone();
+        let stats = self.stats.clone();
         self.tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
                 match sock.recv_from(&mut buf).await {
                     Ok((n, from)) => {
                         let bytes = buf.get(..n).unwrap_or_default().to_vec();
-                        if tx.send(Inbound::Udp(index, from, bytes)).await.is_err() {
-                            return;
+                        match tx.try_send(UdpIn(index, from, bytes)) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                if let Ok(mut s) = stats.lock() {
+                                    s.udp_rx_dropped += 1;
+                                }
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => return,
                         }
                     }
                     // ICMP errors surface as receive errors on Linux; they are not fatal.
-                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                    Err(_) => {
+                        if let Ok(mut s) = stats.lock() {
+                            s.udp_rx_errors += 1;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                 }
             }
         }));
@@ -440,7 +474,7 @@ async fn derp_link(
     home: DerpHome,
     key: PrivateKey,
     slot: Arc<Mutex<Option<DerpSender>>>,
-    tx: mpsc::Sender<Inbound>,
+    tx: mpsc::Sender<DerpIn>,
     stats: Arc<Mutex<ShellStats>>,
 ) {
     let mut backoff = Backoff::default();
@@ -462,7 +496,7 @@ async fn derp_link(
                 loop {
                     match events.recv().await {
                         Ok(ClientEvent::Packet { src, packet }) => {
-                            if tx.send(Inbound::Derp(src, packet)).await.is_err() {
+                            if tx.send(DerpIn(src, packet)).await.is_err() {
                                 return;
                             }
                         }

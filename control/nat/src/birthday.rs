@@ -130,6 +130,8 @@ pub struct Hit {
 pub struct Birthday {
     plan: Plan,
     started: Instant,
+    /// When the current round began: its schedule, or later if the previous round overran.
+    round_start: Instant,
     round: u8,
     cursor: usize,
     sent: u64,
@@ -140,11 +142,22 @@ impl Birthday {
     /// Starts `plan` at `now`.
     pub fn new(plan: Plan, now: Instant) -> Self {
         let mut plan = plan;
-        plan.rate = plan.rate.max(1);
-        plan.sockets = plan.sockets.clamp(1, MAX_SOCKETS);
+        plan.rate = plan.rate.clamp(1, 1_000_000);
+        plan.round_interval = plan.round_interval.min(Duration::from_secs(3600));
+        // Sockets past the per-round cap would never send: don't ask for them.
+        let usable = (MAX_PROBES_PER_ROUND / plan.ports.len().max(1)).max(1);
+        plan.sockets = plan
+            .sockets
+            .clamp(1, MAX_SOCKETS)
+            .min(u16::try_from(usable).unwrap_or(MAX_SOCKETS));
+        if plan.ports.is_empty() {
+            // Nothing to send: finished at once (no timer that never fires).
+            plan.rounds = 0;
+        }
         Self {
             plan,
             started: now,
+            round_start: now,
             round: 0,
             cursor: 0,
             sent: 0,
@@ -176,6 +189,15 @@ impl Birthday {
         if self.cursor >= per_round {
             self.cursor = 0;
             self.round += 1;
+            // The next round starts on schedule, or now if this one overran it: never a
+            // backlog sent unpaced.
+            let scheduled = self
+                .plan
+                .round_interval
+                .checked_mul(u32::from(self.round))
+                .and_then(|d| self.started.checked_add(d))
+                .unwrap_or(now);
+            self.round_start = scheduled.max(now);
         }
         Some(Probe {
             socket,
@@ -224,10 +246,9 @@ impl Birthday {
     }
 
     fn due_at(&self) -> Option<Instant> {
-        let round_start = self.started + self.plan.round_interval * u32::from(self.round);
         let pace = Duration::from_nanos(1_000_000_000 / u64::from(self.plan.rate));
         let offset = pace.checked_mul(u32::try_from(self.cursor).ok()?)?;
-        Some(round_start + offset)
+        self.round_start.checked_add(offset)
     }
 }
 

@@ -208,3 +208,42 @@ fn spray_ports_are_distinct_and_in_range() {
     let small = Plan::spray("203.0.113.1".parse().unwrap(), 10, 12, 100, [3; 32]);
     assert_eq!(small.ports.len(), 3);
 }
+
+#[test]
+fn an_overrunning_round_does_not_leave_a_backlog() {
+    // 600 probes at 2000/s take 300 ms per round, longer than the 100 ms interval.
+    let start = t0();
+    let peer: IpAddr = "203.0.113.1".parse().unwrap();
+    let mut plan = Plan::sweep(peer, 1000, 1299, 2);
+    plan.round_interval = Duration::from_millis(100);
+    let mut b = Birthday::new(plan, start);
+    let mut t = start;
+    let mut max_burst = 0;
+    for _ in 0..100_000 {
+        let Some(next) = b.poll_timeout() else { break };
+        t = next.max(t);
+        let mut burst = 0;
+        while b.poll_transmit(t).is_some() {
+            burst += 1;
+        }
+        max_burst = max_burst.max(burst);
+    }
+    assert!(b.finished());
+    assert!(max_burst <= 2, "probes sent in one go: {max_burst}");
+    assert!(
+        t >= start + Duration::from_millis(4 * 300 - 5),
+        "paced over {:?}",
+        t - start
+    );
+}
+
+#[test]
+fn an_empty_plan_is_finished_at_once() {
+    let start = t0();
+    let b = Birthday::new(
+        Plan::spray("203.0.113.1".parse().unwrap(), 1024, 65535, 0, [0; 32]),
+        start,
+    );
+    assert!(b.finished());
+    assert_eq!(b.poll_timeout(), None);
+}

@@ -264,18 +264,25 @@ impl fmt::Debug for DiscoBox {
 }
 
 impl DiscoBox {
-    /// Computes the shared key between `ours` and `theirs`.
-    pub fn new(ours: &DiscoPrivate, theirs: DiscoPublic) -> Self {
-        let secret = crypto_box::SecretKey::from_bytes(*ours.0.as_bytes());
+    /// Computes the shared key between `ours` and `theirs`; `None` when `theirs` is all zeros
+    /// or another low-order point, whose shared key anyone could compute (such a peer gets no
+    /// disco at all, only the relay, as upstream does with a zero disco key).
+    pub fn new(ours: &DiscoPrivate, theirs: DiscoPublic) -> Option<Self> {
+        let secret = zeroize::Zeroizing::new(*ours.0.as_bytes());
+        let dh = x25519_dalek::StaticSecret::from(*secret)
+            .diffie_hellman(&x25519_dalek::PublicKey::from(*theirs.0.as_bytes()));
+        if !dh.was_contributory() {
+            return None;
+        }
         let shared = crypto_box::SalsaBox::new(
             &crypto_box::PublicKey::from_bytes(*theirs.0.as_bytes()),
-            &secret,
+            &crypto_box::SecretKey::from_bytes(*secret),
         );
-        Self {
+        Some(Self {
             ours: ours.public(),
             theirs,
             shared,
-        }
+        })
     }
 
     /// The peer's disco key.
@@ -343,7 +350,7 @@ mod tests {
     #[test]
     fn unpadded_ping_is_124_bytes_on_the_wire() {
         // §7.2: 6 + 32 + 24 + 16 + 2 + 44.
-        let b = DiscoBox::new(&key(1), key(2).public());
+        let b = DiscoBox::new(&key(1), key(2).public()).unwrap();
         let mut out = Vec::new();
         let ping = Message::Ping {
             tx: TxId([7; 12]),
@@ -354,13 +361,13 @@ mod tests {
         assert_eq!(out.len(), 124);
         assert!(out.starts_with(&MAGIC));
         assert_eq!(sender(&out).unwrap(), key(1).public());
-        let back = DiscoBox::new(&key(2), key(1).public());
+        let back = DiscoBox::new(&key(2), key(1).public()).unwrap();
         assert_eq!(back.open(&out).unwrap(), ping);
     }
 
     #[test]
     fn a_third_party_cannot_open_or_forge() {
-        let a_to_b = DiscoBox::new(&key(1), key(2).public());
+        let a_to_b = DiscoBox::new(&key(1), key(2).public()).unwrap();
         let mut out = Vec::new();
         let pong = Message::Pong {
             tx: TxId([1; 12]),
@@ -368,20 +375,30 @@ mod tests {
         };
         a_to_b.seal([0; 24], &pong, &mut out).unwrap();
         // C pretends to be B: its box with A does not open A's packet to B.
-        let c_from_a = DiscoBox::new(&key(3), key(1).public());
+        let c_from_a = DiscoBox::new(&key(3), key(1).public()).unwrap();
         assert_eq!(c_from_a.open(&out), Err(DiscoError::Open));
         // A flipped byte anywhere in the box fails authentication.
-        let b_from_a = DiscoBox::new(&key(2), key(1).public());
+        let b_from_a = DiscoBox::new(&key(2), key(1).public()).unwrap();
         for i in HEADER_LEN..out.len() {
             let mut bad = out.clone();
             bad[i] ^= 1;
             assert_eq!(b_from_a.open(&bad), Err(DiscoError::Open), "byte {i}");
         }
         // A packet from someone else is refused before any crypto.
-        let d_to_b = DiscoBox::new(&key(4), key(2).public());
+        let d_to_b = DiscoBox::new(&key(4), key(2).public()).unwrap();
         let mut other = Vec::new();
         d_to_b.seal([0; 24], &pong, &mut other).unwrap();
         assert_eq!(b_from_a.open(&other), Err(DiscoError::NotDisco));
+    }
+
+    #[test]
+    fn a_zero_or_low_order_peer_key_gets_no_box() {
+        assert!(DiscoBox::new(&key(1), DiscoPublic(PublicKey::from_bytes([0; 32]))).is_none());
+        // 1 is a low-order point of Curve25519 (order 4 subgroup member u=1).
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        assert!(DiscoBox::new(&key(1), DiscoPublic(PublicKey::from_bytes(one))).is_none());
+        assert!(DiscoBox::new(&key(1), key(2).public()).is_some());
     }
 
     #[test]
@@ -475,8 +492,8 @@ mod tests {
     proptest! {
         #[test]
         fn every_message_round_trips_sealed(msg in arb_message(), nonce in any::<[u8; 24]>()) {
-            let a = DiscoBox::new(&key(1), key(2).public());
-            let b = DiscoBox::new(&key(2), key(1).public());
+            let a = DiscoBox::new(&key(1), key(2).public()).unwrap();
+            let b = DiscoBox::new(&key(2), key(1).public()).unwrap();
             let mut out = Vec::new();
             a.seal(nonce, &msg, &mut out).unwrap();
             prop_assert!(looks_like_disco(&out));
@@ -486,7 +503,7 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = Message::parse(&bytes);
-            let b = DiscoBox::new(&key(2), key(1).public());
+            let b = DiscoBox::new(&key(2), key(1).public()).unwrap();
             let _ = b.open(&bytes);
             let mut framed = MAGIC.to_vec();
             framed.extend_from_slice(&bytes);

@@ -92,6 +92,8 @@ pub struct Discovery {
     report: Option<Report>,
     generation: u64,
     unmatched: u64,
+    /// The current report's expiry has been announced (generation bumped).
+    stale_announced: bool,
 }
 
 impl Discovery {
@@ -110,6 +112,7 @@ impl Discovery {
             report: None,
             generation: 0,
             unmatched: 0,
+            stale_announced: false,
         }
     }
 
@@ -208,12 +211,30 @@ impl Discovery {
                 let end = r.started + ROUND_TIMEOUT;
                 Some(resend.map_or(end, |t| t.min(end)))
             }
-            None => self.next_round,
+            None => {
+                // Wake when the report goes stale too, to tell peers its addresses are gone.
+                let stale = self
+                    .report
+                    .as_ref()
+                    .filter(|r| !self.stale_announced && !r.mapped.is_empty())
+                    .map(|r| r.at + ENDPOINTS_FRESH);
+                match (self.next_round, stale) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
+            }
         }
     }
 
     /// Ends a timed-out round and starts the next one when due.
     pub fn handle_timeout(&mut self, now: Instant) {
+        let expired = self.report.as_ref().is_some_and(|r| {
+            !r.mapped.is_empty() && now.saturating_duration_since(r.at) >= ENDPOINTS_FRESH
+        });
+        if expired && !self.stale_announced {
+            self.stale_announced = true;
+            self.generation += 1;
+        }
         if let Some(r) = &self.round {
             if now >= r.started + ROUND_TIMEOUT {
                 self.finish();
@@ -266,7 +287,13 @@ impl Discovery {
         let Some(round) = &self.round else {
             return;
         };
-        let partial = round_report(round);
+        let mut partial = round_report(round);
+        if partial.nat == NatMapping::Unknown {
+            // One answer tells no NAT type; keep what the last full round said.
+            if let Some(old) = &self.report {
+                partial.nat = old.nat;
+            }
+        }
         let new_addr = self.report.as_ref().is_none_or(|old| {
             let known = addrs(old);
             addrs(&partial).iter().any(|a| !known.contains(a))
@@ -274,6 +301,7 @@ impl Discovery {
         if new_addr {
             self.generation += 1;
             self.report = Some(partial);
+            self.stale_announced = false;
         }
     }
 
@@ -282,6 +310,16 @@ impl Discovery {
             return;
         };
         let report = round_report(&round);
+        // A round nobody answered does not withdraw addresses that are still fresh: a few lost
+        // datagrams must not make peers forget how to reach this node (upstream keeps them too).
+        let keep_old = report.mapped.is_empty()
+            && self.report.as_ref().is_some_and(|old| {
+                !old.mapped.is_empty()
+                    && round.started.saturating_duration_since(old.at) < ENDPOINTS_FRESH
+            });
+        if keep_old {
+            return;
+        }
         let changed = self
             .report
             .as_ref()
@@ -290,6 +328,7 @@ impl Discovery {
             self.generation += 1;
         }
         self.report = Some(report);
+        self.stale_announced = false;
     }
 }
 
@@ -470,6 +509,29 @@ mod tests {
             now + RETRANSMIT
         ));
         assert_eq!(d.report().unwrap().nat, NatMapping::EndpointIndependent);
+    }
+
+    #[test]
+    fn a_failed_round_keeps_fresh_addresses_and_expiry_is_announced() {
+        let now = t0();
+        let s1 = sa("192.0.2.1:3478");
+        let mut d = Discovery::new(vec![s1], [7; 32]);
+        d.start(now);
+        answer_all(&mut d, now, |_| sa("198.51.100.7:1"));
+        let g = d.generation();
+        // The next round is lost entirely.
+        let t = now + ROUND_INTERVAL;
+        d.handle_timeout(t);
+        while d.poll_transmit(t + RETRANSMIT * 3).is_some() {}
+        d.handle_timeout(t + ROUND_TIMEOUT);
+        assert_eq!(d.endpoints(t + ROUND_TIMEOUT).len(), 1, "still offered");
+        assert_eq!(d.generation(), g);
+        // At 27 s the address is gone, and the generation says so.
+        let wake = d.poll_timeout().unwrap();
+        assert!(wake <= now + ENDPOINTS_FRESH);
+        d.handle_timeout(now + ENDPOINTS_FRESH);
+        assert!(d.endpoints(now + ENDPOINTS_FRESH).is_empty());
+        assert!(d.generation() > g);
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub fn check_packet(data: &[u8]) -> Result<(), String> {
         }
     }
     let _ = disco::sender(data);
-    let opener = DiscoBox::new(&our_disco(), peer_disco().public());
+    let opener = DiscoBox::new(&our_disco(), peer_disco().public()).ok_or("fixed keys refused")?;
     let opened = opener.open(data);
     let from = SocketAddr::from(([198, 51, 100, 1], 41641));
     let mut n = node(now);
@@ -104,7 +104,8 @@ pub fn check_node_ops(data: &[u8]) -> Result<bool, String> {
     let mut now = start;
     let mut n = node(now);
     let peer = peer_node();
-    let sealer = DiscoBox::new(&peer_disco(), our_disco().public());
+    let sealer = DiscoBox::new(&peer_disco(), our_disco().public()).ok_or("fixed keys refused")?;
+    let opener = DiscoBox::new(&peer_disco(), our_disco().public()).ok_or("fixed keys refused")?;
     // Pings the node sent, by tx id, and where to.
     let mut sent: BTreeMap<TxId, SocketAddr> = BTreeMap::new();
     let mut pinged: Vec<SocketAddr> = Vec::new();
@@ -177,7 +178,6 @@ pub fn check_node_ops(data: &[u8]) -> Result<bool, String> {
             }
         }
         // Collect our pings to learn their ids (open them as the peer would).
-        let opener = DiscoBox::new(&peer_disco(), our_disco().public());
         let mut queued = 0usize;
         while let Some(t) = n.poll_transmit(now) {
             queued += 1;

@@ -109,15 +109,20 @@ pub struct NodeStats {
     pub stun_unmatched: u64,
     /// Birthday probes sent.
     pub birthday_probes: u64,
+    /// Disco from a key several peers claim, that nothing in it disambiguates.
+    pub disco_ambiguous: u64,
+    /// Peers whose disco key is unusable (all-zero or low-order): reached via DERP only.
+    pub disco_key_refused: u64,
+    /// Disco messages that needed DERP for a peer without a home region.
+    pub derp_unroutable: u64,
 }
 
 #[derive(Debug)]
 struct Peer {
     config: PeerConfig,
-    disco_box: DiscoBox,
+    /// `None` when the peer's disco key is unusable: no disco, DERP only.
+    disco_box: Option<DiscoBox>,
     path: PeerPath,
-    /// Local socket per remote address (birthday hits); absent = socket 0.
-    sockets: BTreeMap<SocketAddr, u16>,
     birthday: Option<Birthday>,
 }
 
@@ -130,7 +135,9 @@ pub struct Node {
     discovery: Discovery,
     endpoints_gen: u64,
     peers: BTreeMap<PublicKey, Peer>,
-    by_disco: BTreeMap<DiscoPublic, PublicKey>,
+    /// Node keys by disco key. Normally one each; several nodes claiming one disco key are
+    /// told apart by the node key in their pings, or by their DERP address.
+    by_disco: BTreeMap<DiscoPublic, Vec<PublicKey>>,
     out: VecDeque<Transmit>,
     stats: NodeStats,
 }
@@ -190,14 +197,18 @@ impl Node {
             self.remove_peer(&key);
             let mut seed = [0u8; 32];
             self.rng.fill_bytes(&mut seed);
+            let disco_box = DiscoBox::new(&self.disco, config.disco);
+            if disco_box.is_some() {
+                self.by_disco.entry(config.disco).or_default().push(key);
+            } else {
+                self.stats.disco_key_refused += 1;
+            }
             let peer = Peer {
-                disco_box: DiscoBox::new(&self.disco, config.disco),
+                disco_box,
                 path: PeerPath::new(seed, config.home_derp.is_some()),
-                sockets: BTreeMap::new(),
                 birthday: None,
                 config: config.clone(),
             };
-            self.by_disco.insert(config.disco, key);
             self.peers.insert(key, peer);
         }
         if let Some(p) = self.peers.get_mut(&key) {
@@ -209,8 +220,14 @@ impl Node {
 
     /// Forgets a peer.
     pub fn remove_peer(&mut self, node_key: &PublicKey) {
-        if let Some(p) = self.peers.remove(node_key) {
-            self.by_disco.remove(&p.config.disco);
+        let Some(p) = self.peers.remove(node_key) else {
+            return;
+        };
+        if let Some(keys) = self.by_disco.get_mut(&p.config.disco) {
+            keys.retain(|k| k != node_key);
+            if keys.is_empty() {
+                self.by_disco.remove(&p.config.disco);
+            }
         }
     }
 
@@ -222,7 +239,11 @@ impl Node {
         bytes: &[u8],
         now: Instant,
     ) -> Received {
-        if weft_derp::stun::is_stun(bytes) {
+        // A dual-stack socket reports IPv4 senders as v4-mapped IPv6; endpoints and STUN
+        // servers are kept in plain form.
+        let from = SocketAddr::new(from.ip().to_canonical(), from.port());
+        // STUN as §7.3 tells it apart: binding method in byte 1, then the cookie.
+        if bytes.get(1) == Some(&0x01) && weft_derp::stun::is_stun(bytes) {
             if self.discovery.handle_stun(from, bytes, now) {
                 self.check_endpoints(now);
                 return Received::Handled;
@@ -232,27 +253,29 @@ impl Node {
         if !bytes.starts_with(&disco::MAGIC) {
             return Received::WireGuard;
         }
-        let Some((key, msg)) = self.open(bytes) else {
+        let Some((key, msg)) = self.open(bytes, None) else {
             return Received::Dropped;
         };
         let Some(peer) = self.peers.get_mut(&key) else {
             return Received::Dropped;
         };
-        // Anything from the peer's IP on a birthday socket is a hit.
-        if let Some(b) = peer.birthday.as_mut() {
-            if let Some(hit) = b.handle_reply(socket, from, now) {
-                Self::birthday_hit(peer, hit, now);
-            }
-        }
         match msg {
             Message::Ping { tx, .. } => {
-                peer.sockets.entry(from).or_insert(socket);
-                peer.path.handle_ping(Route::Udp(from), tx, from, now);
+                let fresh = peer
+                    .path
+                    .handle_ping(Route::Udp(from), tx, from, socket, now);
+                // A fresh (not replayed) ping from the peer's address on a birthday socket is
+                // a hit: that socket's mapping and the peer's point at each other.
+                if fresh {
+                    if let Some(b) = peer.birthday.as_mut() {
+                        if let Some(hit) = b.handle_reply(socket, from, now) {
+                            peer.path.add_and_ping(hit.remote, hit.socket, now);
+                        }
+                    }
+                }
             }
             Message::Pong { tx, .. } => {
-                if peer.path.handle_pong(tx, from, now) {
-                    peer.sockets.entry(from).or_insert(socket);
-                }
+                peer.path.handle_pong(tx, from, now);
             }
             Message::CallMeMaybe { .. } => {
                 self.stats.call_me_maybe_over_udp += 1;
@@ -274,7 +297,7 @@ impl Node {
         if !bytes.starts_with(&disco::MAGIC) {
             return Received::WireGuard;
         }
-        let Some((key, msg)) = self.open(bytes) else {
+        let Some((key, msg)) = self.open(bytes, Some(src)) else {
             return Received::Dropped;
         };
         if key != src {
@@ -288,7 +311,7 @@ impl Node {
         match msg {
             Message::Ping { tx, .. } => {
                 let src = SocketAddr::new(IpAddr::V4(DERP_MAGIC_IP), region);
-                peer.path.handle_ping(Route::Derp, tx, src, now);
+                peer.path.handle_ping(Route::Derp, tx, src, 0, now);
             }
             Message::Pong { .. } => {}
             Message::CallMeMaybe { endpoints } => {
@@ -306,7 +329,7 @@ impl Node {
         p.path.note_outbound(now);
         let r = p.path.route(now);
         let d = Destinations {
-            udp: r.udp.map(|a| (p.sockets.get(&a).copied().unwrap_or(0), a)),
+            udp: r.udp.map(|a| (p.path.socket_for(a), a)),
             derp: if r.derp { p.config.home_derp } else { None },
         };
         self.flush_peer(*peer, now);
@@ -448,40 +471,59 @@ impl Node {
         }
     }
 
-    fn birthday_hit(peer: &mut Peer, hit: Hit, now: Instant) {
-        peer.sockets.insert(hit.remote, hit.socket);
-        peer.path.add_and_ping(hit.remote, now);
-    }
-
-    /// Opens a disco packet from a known peer.
-    fn open(&mut self, bytes: &[u8]) -> Option<(PublicKey, Message)> {
+    /// Opens a disco packet from a known peer and says which peer sent it. `derp_src` is the
+    /// DERP address it came from, if it came via DERP.
+    fn open(&mut self, bytes: &[u8], derp_src: Option<PublicKey>) -> Option<(PublicKey, Message)> {
         let Ok(sender) = disco::sender(bytes) else {
             self.stats.disco_bad += 1;
             return None;
         };
-        let Some(&key) = self.by_disco.get(&sender) else {
+        let Some(keys) = self.by_disco.get(&sender).filter(|k| !k.is_empty()) else {
             self.stats.disco_unknown_sender += 1;
             return None;
         };
-        let peer = self.peers.get(&key)?;
-        match peer.disco_box.open(bytes) {
-            Ok(m) => {
-                self.stats.disco_in += 1;
-                Some((key, m))
-            }
-            Err(_) => {
+        let keys = keys.clone();
+        // Every peer with this disco key has the same box: open with the first.
+        let opened = keys
+            .first()
+            .and_then(|k| self.peers.get(k))
+            .and_then(|p| p.disco_box.as_ref())
+            .map(|b| b.open(bytes));
+        let msg = match opened {
+            Some(Ok(m)) => m,
+            _ => {
                 self.stats.disco_bad += 1;
+                return None;
+            }
+        };
+        self.stats.disco_in += 1;
+        let key = match keys.as_slice() {
+            [only] => Some(*only),
+            _ => {
+                // Several nodes claim this disco key: the DERP address, or the node key in a
+                // ping, must name one of them; anything else is dropped.
+                let named = derp_src.or(match &msg {
+                    Message::Ping { node_key, .. } => *node_key,
+                    _ => None,
+                });
+                named.filter(|k| keys.contains(k))
+            }
+        };
+        match key {
+            Some(k) => Some((k, msg)),
+            None => {
+                self.stats.disco_ambiguous += 1;
                 None
             }
         }
     }
 
     fn seal(&mut self, key: PublicKey, msg: &Message) -> Option<Vec<u8>> {
-        let peer = self.peers.get(&key)?;
+        let disco_box = self.peers.get(&key)?.disco_box.as_ref()?;
         let mut nonce = [0u8; disco::NONCE_LEN];
         self.rng.fill_bytes(&mut nonce);
         let mut bytes = Vec::new();
-        peer.disco_box.seal(nonce, msg, &mut bytes).ok()?;
+        disco_box.seal(nonce, msg, &mut bytes).ok()?;
         self.stats.disco_out += 1;
         Some(bytes)
     }
@@ -496,7 +538,7 @@ impl Node {
                 return;
             };
             let region = peer.config.home_derp;
-            let socket_for = |a: SocketAddr| peer.sockets.get(&a).copied().unwrap_or(0);
+            let socket_for = |a: SocketAddr| peer.path.socket_for(a);
             let (route, msg) = match output {
                 Output::Ping { route, tx } => (
                     route,
@@ -524,7 +566,10 @@ impl Node {
                 },
                 Route::Derp => match region {
                     Some(region) => Via::Derp { region, dst: key },
-                    None => continue,
+                    None => {
+                        self.stats.derp_unroutable += 1;
+                        continue;
+                    }
                 },
             };
             if let Some(bytes) = self.seal(key, &msg) {

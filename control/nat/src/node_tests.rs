@@ -451,7 +451,8 @@ fn hostile_disco_is_dropped_and_counted() {
     let stranger = DiscoBox::new(
         &DiscoPrivate::new(PrivateKey::from_bytes([3; 32])),
         n.disco_public(),
-    );
+    )
+    .unwrap();
     let mut pkt = Vec::new();
     stranger
         .seal(
@@ -469,7 +470,7 @@ fn hostile_disco_is_dropped_and_counted() {
     pkt[6..38].copy_from_slice(peer_disco.public().0.as_bytes());
     assert_eq!(n.handle_udp(0, from, &pkt, now), Received::Dropped);
     // CallMeMaybe over UDP.
-    let real = DiscoBox::new(&peer_disco, n.disco_public());
+    let real = DiscoBox::new(&peer_disco, n.disco_public()).unwrap();
     real.seal(
         [1; 24],
         &Message::CallMeMaybe {
@@ -514,5 +515,155 @@ fn scenario_1_direct_soon_when_one_side_starts_later() {
     assert!(
         direct < Duration::from_millis(200),
         "direct after {direct:?}"
+    );
+}
+
+fn lone_node(now: Instant) -> Node {
+    Node::new(
+        DiscoPrivate::new(PrivateKey::from_bytes([1; 32])),
+        node_key(0).public_key(),
+        vec![],
+        [0; 32],
+        now,
+    )
+}
+
+fn peer_cfg(node: PublicKey, disco: DiscoPublic) -> PeerConfig {
+    PeerConfig {
+        node_key: node,
+        disco,
+        endpoints: vec![],
+        home_derp: Some(REGION),
+    }
+}
+
+#[test]
+fn nodes_sharing_a_disco_key_are_told_apart_and_removing_one_orphans_nobody() {
+    let now = t0();
+    let mut n = lone_node(now);
+    let d = DiscoPrivate::new(PrivateKey::from_bytes([2; 32]));
+    let (a, b) = (node_key(1).public_key(), node_key(2).public_key());
+    n.upsert_peer(peer_cfg(a, d.public()), now);
+    n.upsert_peer(peer_cfg(b, d.public()), now);
+    let sealer = DiscoBox::new(&d, n.disco_public()).unwrap();
+    let from: SocketAddr = "198.51.100.7:41641".parse().unwrap();
+    let ping = |tx: u8, key: Option<PublicKey>| {
+        let mut p = Vec::new();
+        sealer
+            .seal(
+                [tx; 24],
+                &Message::Ping {
+                    tx: TxId([tx; 12]),
+                    node_key: key,
+                    padding: 0,
+                },
+                &mut p,
+            )
+            .unwrap();
+        p
+    };
+    // The ping names B: B learns the endpoint, A does not.
+    assert_eq!(
+        n.handle_udp(0, from, &ping(1, Some(b)), now),
+        Received::Handled
+    );
+    let has = |n: &Node, k: &PublicKey| n.peer_status(k).unwrap().1.iter().any(|(e, _)| *e == from);
+    assert!(has(&n, &b) && !has(&n, &a));
+    // No node key (or a stranger's): ambiguous, dropped.
+    assert_eq!(
+        n.handle_udp(0, from, &ping(2, None), now),
+        Received::Dropped
+    );
+    assert_eq!(
+        n.handle_udp(0, from, &ping(3, Some(node_key(9).public_key())), now),
+        Received::Dropped
+    );
+    assert_eq!(n.stats().disco_ambiguous, 2);
+    // Via DERP the relay's source address decides.
+    assert_eq!(
+        n.handle_derp(REGION, a, &ping(4, None), now),
+        Received::Handled
+    );
+    // Removing A leaves B reachable by its disco key alone.
+    n.remove_peer(&a);
+    assert_eq!(
+        n.handle_udp(0, from, &ping(5, None), now),
+        Received::Handled
+    );
+}
+
+#[test]
+fn a_peer_with_a_zero_disco_key_is_reached_through_derp_only() {
+    let now = t0();
+    let mut n = lone_node(now);
+    let peer = node_key(1).public_key();
+    let mut cfg = peer_cfg(peer, DiscoPublic(PublicKey::from_bytes([0; 32])));
+    cfg.endpoints = vec!["198.51.100.7:41641".parse().unwrap()];
+    n.upsert_peer(cfg, now);
+    assert_eq!(n.stats().disco_key_refused, 1);
+    let d = n.send_to(&peer, now).unwrap();
+    assert_eq!(d.udp, None);
+    assert_eq!(d.derp, Some(REGION));
+    // Nothing sealed with a key anyone could compute: no pings, no CallMeMaybe.
+    assert_eq!(n.poll_transmit(now), None);
+    // A "ping" sealed to the zero key's shared secret is refused like any stranger's.
+    let forger = DiscoPrivate::new(PrivateKey::from_bytes([0; 32]));
+    assert!(DiscoBox::new(&forger, n.disco_public()).is_some());
+    let mut p = Vec::new();
+    DiscoBox::new(&forger, n.disco_public())
+        .unwrap()
+        .seal(
+            [0; 24],
+            &Message::Ping {
+                tx: TxId([0; 12]),
+                node_key: None,
+                padding: 0,
+            },
+            &mut p,
+        )
+        .unwrap();
+    assert_eq!(
+        n.handle_udp(0, "203.0.113.9:1".parse().unwrap(), &p, now),
+        Received::Dropped
+    );
+}
+
+#[test]
+fn v4_mapped_sources_from_a_dual_stack_socket_are_canonical() {
+    let now = t0();
+    let mut n = lone_node(now);
+    let d = DiscoPrivate::new(PrivateKey::from_bytes([2; 32]));
+    let peer = node_key(1).public_key();
+    n.upsert_peer(peer_cfg(peer, d.public()), now);
+    let mut p = Vec::new();
+    DiscoBox::new(&d, n.disco_public())
+        .unwrap()
+        .seal(
+            [0; 24],
+            &Message::Ping {
+                tx: TxId([7; 12]),
+                node_key: Some(peer),
+                padding: 0,
+            },
+            &mut p,
+        )
+        .unwrap();
+    let mapped: SocketAddr = "[::ffff:198.51.100.7]:41641".parse().unwrap();
+    assert_eq!(n.handle_udp(0, mapped, &p, now), Received::Handled);
+    let plain: SocketAddr = "198.51.100.7:41641".parse().unwrap();
+    assert!(n
+        .peer_status(&peer)
+        .unwrap()
+        .1
+        .iter()
+        .any(|(e, _)| *e == plain));
+    // The pong goes to the plain address.
+    let t = n.poll_transmit(now).unwrap();
+    assert_eq!(
+        t.via,
+        Via::Udp {
+            socket: 0,
+            to: plain
+        }
     );
 }

@@ -49,6 +49,14 @@ pub const PING_BACK_INTERVAL: Duration = Duration::from_millis(250);
 pub const PING_TIMEOUT: Duration = Duration::from_secs(5);
 /// Candidate endpoints kept per peer.
 pub const MAX_ENDPOINTS: usize = 64;
+/// Ping ids remembered per peer, so a replayed ping is not answered again.
+pub const SEEN_PINGS: usize = 256;
+/// An endpoint learned only from a ping is forgotten this long after it was learned, unless it
+/// answered a ping of ours (`sessionActiveTimeout`, as upstream).
+pub const PING_LEARNED_LIFETIME: Duration = Duration::from_secs(45);
+/// CallMeMaybe messages whose endpoints are pinged at once: a burst of this many, then one per
+/// second. Further ones still update the candidates, which the next full ping reaches.
+pub const CALL_ME_MAYBE_BURST: u32 = 2;
 /// Unanswered pings kept per peer.
 pub const MAX_PENDING: usize = 256;
 
@@ -110,8 +118,9 @@ struct Endpoint {
     learned: Instant,
     last_ping: Option<Instant>,
     last_pong: Option<Instant>,
-    last_ping_back: Option<Instant>,
     latency: Option<Duration>,
+    /// The local socket to reach it from (0 = the shared socket; birthday hits differ).
+    socket: u16,
 }
 
 /// Counters for one peer.
@@ -127,6 +136,10 @@ pub struct PathStats {
     pub best_changes: u64,
     /// Pings that timed out.
     pub ping_timeouts: u64,
+    /// Pings whose id was seen before (replays: not answered).
+    pub pings_replayed: u64,
+    /// CallMeMaybe messages over the rate whose endpoints were not pinged at once.
+    pub call_me_maybe_limited: u64,
 }
 
 /// The path state of one peer.
@@ -142,6 +155,12 @@ pub struct PeerPath {
     last_full_ping: Option<Instant>,
     last_call_me_maybe: Option<Instant>,
     next_heartbeat: Option<Instant>,
+    /// Ids of pings received, newest last (bounded by [`SEEN_PINGS`]).
+    seen_pings: VecDeque<TxId>,
+    last_ping_back: Option<Instant>,
+    /// CallMeMaybe token bucket: tokens and when it was last refilled.
+    cmm_tokens: u32,
+    cmm_refill: Option<Instant>,
     out: VecDeque<Output>,
     stats: PathStats,
 }
@@ -160,6 +179,10 @@ impl PeerPath {
             last_full_ping: None,
             last_call_me_maybe: None,
             next_heartbeat: None,
+            seen_pings: VecDeque::new(),
+            last_ping_back: None,
+            cmm_tokens: CALL_ME_MAYBE_BURST,
+            cmm_refill: None,
             out: VecDeque::new(),
             stats: PathStats::default(),
         }
@@ -179,42 +202,100 @@ impl PeerPath {
         }
     }
 
-    /// The peer's `CallMeMaybe` (via DERP): add its endpoints and ping them all now, which opens
-    /// this side's NAT towards them.
+    /// The peer's `CallMeMaybe` (via DERP): its endpoints replace those of its previous one,
+    /// and are pinged now, which opens this side's NAT towards them. Bounded whatever the peer
+    /// sends: duplicates and addresses never worth pinging (loopback, link-local, the DERP
+    /// magic address) are dropped, at most [`crate::disco::MAX_CALL_ME_MAYBE_ENDPOINTS`] are
+    /// taken, and only [`CALL_ME_MAYBE_BURST`] messages a second lead to pings.
     pub fn handle_call_me_maybe(&mut self, eps: &[SocketAddr], now: Instant) {
+        let mut list: Vec<SocketAddr> = Vec::new();
         for &ep in eps {
-            self.add_candidate(ep, Source::CallMeMaybe, now);
-            if let Some(e) = self.endpoints.get_mut(&ep) {
-                e.last_ping = None;
+            if remote_usable(ep) && !list.contains(&ep) {
+                list.push(ep);
+                if list.len() >= crate::disco::MAX_CALL_ME_MAYBE_ENDPOINTS {
+                    break;
+                }
             }
         }
-        for &ep in eps {
-            if self.endpoints.contains_key(&ep) {
+        let best = self.best.map(|b| b.0);
+        self.endpoints.retain(|addr, e| {
+            e.source != Source::CallMeMaybe || list.contains(addr) || Some(*addr) == best
+        });
+        for &ep in &list {
+            self.add_candidate(ep, Source::CallMeMaybe, now);
+        }
+        if !self.take_cmm_token(now) {
+            self.stats.call_me_maybe_limited += 1;
+            return;
+        }
+        for ep in list {
+            if let Some(e) = self.endpoints.get_mut(&ep) {
+                e.last_ping = None;
                 self.ping(ep, now);
             }
         }
     }
 
-    /// The peer pinged this node over `route`: answer it, and remember a UDP source as a
-    /// candidate. Without a trusted path, ping the source back at once (at most once per
-    /// [`PING_BACK_INTERVAL`]): the peer's NAT has just shown it holds a mapping towards this
-    /// node, so this node's ping can now get through where an earlier one, which crossed the
-    /// peer's on the way, was dropped.
-    pub fn handle_ping(&mut self, route: Route, tx: TxId, src: SocketAddr, now: Instant) {
+    fn take_cmm_token(&mut self, now: Instant) -> bool {
+        let last = *self.cmm_refill.get_or_insert(now);
+        let secs = now.saturating_duration_since(last).as_secs();
+        if secs > 0 {
+            let add = u32::try_from(secs).unwrap_or(u32::MAX);
+            self.cmm_tokens = self.cmm_tokens.saturating_add(add).min(CALL_ME_MAYBE_BURST);
+            self.cmm_refill = Some(now);
+        }
+        if self.cmm_tokens == 0 {
+            return false;
+        }
+        self.cmm_tokens -= 1;
+        true
+    }
+
+    /// The peer pinged this node over `route` (from local socket `socket` for UDP): answer
+    /// it, and remember a UDP source as a candidate. Without a trusted path, ping the source
+    /// back at once (at most once per [`PING_BACK_INTERVAL`] per peer): the peer's NAT has just
+    /// shown it holds a mapping towards this node, so this node's ping can now get through
+    /// where an earlier one, which crossed the peer's on the way, was dropped.
+    ///
+    /// Returns false, and does nothing, for a ping id seen before: a replayed ping (from
+    /// anywhere) is neither answered nor learned from.
+    pub fn handle_ping(
+        &mut self,
+        route: Route,
+        tx: TxId,
+        src: SocketAddr,
+        socket: u16,
+        now: Instant,
+    ) -> bool {
+        if self.seen_pings.contains(&tx) {
+            self.stats.pings_replayed += 1;
+            return false;
+        }
+        if self.seen_pings.len() >= SEEN_PINGS {
+            self.seen_pings.pop_front();
+        }
+        self.seen_pings.push_back(tx);
+        if let Route::Udp(addr) = route {
+            if !remote_usable(addr) && !self.endpoints.contains_key(&addr) {
+                return false;
+            }
+            self.add_candidate(addr, Source::Ping, now);
+            if let Some(e) = self.endpoints.get_mut(&addr) {
+                // Answer (and reach it later) from the socket the ping came in on.
+                e.socket = socket;
+            }
+        }
         self.out.push_back(Output::Pong { route, tx, src });
         if let Route::Udp(addr) = route {
-            self.add_candidate(addr, Source::Ping, now);
-            let due = self.endpoints.get(&addr).is_some_and(|e| {
-                e.last_ping_back
-                    .is_none_or(|t| now.saturating_duration_since(t) >= PING_BACK_INTERVAL)
-            });
-            if due && !self.trusted(now) {
-                if let Some(e) = self.endpoints.get_mut(&addr) {
-                    e.last_ping_back = Some(now);
-                }
+            let due = self
+                .last_ping_back
+                .is_none_or(|t| now.saturating_duration_since(t) >= PING_BACK_INTERVAL);
+            if due && !self.trusted(now) && self.endpoints.contains_key(&addr) {
+                self.last_ping_back = Some(now);
                 self.ping(addr, now);
             }
         }
+        true
     }
 
     /// A pong arrived over UDP from `from`. Returns true when the best path changed.
@@ -296,12 +377,20 @@ impl PeerPath {
         }
     }
 
-    /// Adds a candidate found outside disco (a birthday hit) and pings it now.
-    pub fn add_and_ping(&mut self, addr: SocketAddr, now: Instant) {
+    /// Adds a candidate found outside disco (a birthday hit on local socket `socket`) and
+    /// pings it now.
+    pub fn add_and_ping(&mut self, addr: SocketAddr, socket: u16, now: Instant) {
         self.add_candidate(addr, Source::Ping, now);
-        if self.endpoints.contains_key(&addr) {
+        if let Some(e) = self.endpoints.get_mut(&addr) {
+            e.socket = socket;
             self.ping(addr, now);
         }
+    }
+
+    /// The local socket to reach `addr` from (0, the shared socket, unless a birthday hit or a
+    /// ping arriving elsewhere said otherwise).
+    pub fn socket_for(&self, addr: SocketAddr) -> u16 {
+        self.endpoints.get(&addr).map_or(0, |e| e.socket)
     }
 
     /// The next disco message to send.
@@ -318,8 +407,10 @@ impl PeerPath {
         }
     }
 
-    /// Runs timers: forgets unanswered pings and sends heartbeats.
+    /// Runs timers: forgets unanswered pings and stale ping-learned endpoints, sends
+    /// heartbeats.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.forget_stale(now);
         let before = self.pending.len();
         self.pending.retain(|_, &mut (_, t)| now < t + PING_TIMEOUT);
         self.stats.ping_timeouts += (before - self.pending.len()) as u64;
@@ -416,24 +507,43 @@ impl PeerPath {
         });
     }
 
+    /// Drops endpoints learned only from pings once they are [`PING_LEARNED_LIFETIME`] old
+    /// and never answered a ping of ours (the best path is kept).
+    fn forget_stale(&mut self, now: Instant) {
+        let best = self.best.map(|b| b.0);
+        self.endpoints.retain(|addr, e| {
+            e.source != Source::Ping
+                || Some(*addr) == best
+                || e.last_pong.is_some()
+                || now.saturating_duration_since(e.learned) < PING_LEARNED_LIFETIME
+        });
+    }
+
     fn add_candidate(&mut self, addr: SocketAddr, source: Source, now: Instant) {
         if !usable(addr) {
             return;
         }
         if let Some(e) = self.endpoints.get_mut(&addr) {
-            if source == Source::Control {
-                e.source = Source::Control;
+            // A stronger source wins (control > call-me-maybe > ping).
+            if rank(source) > rank(e.source) {
+                e.source = source;
             }
             return;
         }
+        self.forget_stale(now);
         if self.endpoints.len() >= MAX_ENDPOINTS {
-            // Evict the oldest learned (never a control-given) endpoint that is not the best.
+            // Evict the oldest endpoint of the weakest source, never one stronger than the
+            // newcomer, never a control-given one, never the best path.
             let best = self.best.map(|b| b.0);
             let victim = self
                 .endpoints
                 .iter()
-                .filter(|(a, e)| e.source != Source::Control && Some(**a) != best)
-                .min_by_key(|(_, e)| e.learned)
+                .filter(|(a, e)| {
+                    e.source != Source::Control
+                        && rank(e.source) <= rank(source)
+                        && Some(**a) != best
+                })
+                .min_by_key(|(_, e)| (rank(e.source), e.learned))
                 .map(|(a, _)| *a);
             match victim {
                 Some(v) => {
@@ -449,11 +559,37 @@ impl PeerPath {
                 learned: now,
                 last_ping: None,
                 last_pong: None,
-                last_ping_back: None,
                 latency: None,
+                socket: 0,
             },
         );
     }
+}
+
+fn rank(s: Source) -> u8 {
+    match s {
+        Source::Ping => 0,
+        Source::CallMeMaybe => 1,
+        Source::Control => 2,
+    }
+}
+
+/// Addresses a peer may name (in a CallMeMaybe, or as a ping's source): usable, and not
+/// loopback, link-local or the DERP magic address, which would turn a peer's message into
+/// traffic to this host's own services or its LAN segment.
+fn remote_usable(addr: SocketAddr) -> bool {
+    let ip = match addr.ip() {
+        IpAddr::V6(v6) => v6.to_canonical(),
+        v4 => v4,
+    };
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    usable(addr)
+        && !ip.is_loopback()
+        && !link_local
+        && ip != IpAddr::from(crate::node::DERP_MAGIC_IP)
 }
 
 /// Addresses never worth pinging: unspecified, multicast, broadcast, port 0.

@@ -162,7 +162,7 @@ fn a_ping_is_answered_on_its_route_and_its_source_learned() {
     let now = t0();
     let mut p = PeerPath::new([6; 32], true);
     let src = sa("203.0.113.7:1234");
-    p.handle_ping(Route::Udp(src), TxId([9; 12]), src, now);
+    p.handle_ping(Route::Udp(src), TxId([9; 12]), src, 0, now);
     let out = drain(&mut p);
     assert_eq!(
         out[0],
@@ -176,7 +176,7 @@ fn a_ping_is_answered_on_its_route_and_its_source_learned() {
     assert!(p.candidates().any(|(a, s)| a == src && s == Source::Ping));
     // Via DERP: answered via DERP, nothing learned.
     let derp_src = sa("127.3.3.40:900");
-    p.handle_ping(Route::Derp, TxId([8; 12]), derp_src, now);
+    p.handle_ping(Route::Derp, TxId([8; 12]), derp_src, 0, now);
     assert_eq!(
         drain(&mut p),
         vec![Output::Pong {
@@ -214,7 +214,9 @@ fn endpoints_and_pending_pings_stay_bounded() {
     let mut p = PeerPath::new([7; 32], true);
     for i in 0..1000u32 {
         let src = SocketAddr::from(([203, 0, (i >> 8) as u8, i as u8], 1000));
-        p.handle_ping(Route::Udp(src), TxId([0; 12]), src, now);
+        let mut tx = [0; 12];
+        tx[..4].copy_from_slice(&i.to_le_bytes());
+        p.handle_ping(Route::Udp(src), TxId(tx), src, 0, now);
     }
     assert!(p.candidates().count() <= MAX_ENDPOINTS);
     assert!(p.pending.len() <= MAX_PENDING);
@@ -260,7 +262,9 @@ proptest! {
                 Ev::Outbound => p.note_outbound(now),
                 Ev::Control(v) => p.set_control_endpoints(&v.into_iter().map(port).collect::<Vec<_>>(), now),
                 Ev::CallMeMaybe(v) => p.handle_call_me_maybe(&v.into_iter().map(port).collect::<Vec<_>>(), now),
-                Ev::Ping(n) => p.handle_ping(Route::Udp(port(n)), TxId([1; 12]), port(n), now),
+                Ev::Ping(n) => {
+                    p.handle_ping(Route::Udp(port(n)), TxId([n as u8; 12]), port(n), 0, now);
+                }
                 Ev::PongFor(i, ok) => {
                     if !sent.is_empty() {
                         let (to, tx) = sent[i % sent.len()];
@@ -303,7 +307,7 @@ fn a_ping_from_a_recently_pinged_endpoint_is_pinged_back_when_untrusted() {
     p.handle_call_me_maybe(&[ep], now);
     assert_eq!(pings(&drain(&mut p)).len(), 1);
     let later = now + Duration::from_millis(20);
-    p.handle_ping(Route::Udp(ep), TxId([1; 12]), ep, later);
+    p.handle_ping(Route::Udp(ep), TxId([1; 12]), ep, 0, later);
     let out = drain(&mut p);
     assert_eq!(pings(&out).len(), 1, "{out:?}");
     // Not more than once per PING_BACK_INTERVAL.
@@ -311,6 +315,7 @@ fn a_ping_from_a_recently_pinged_endpoint_is_pinged_back_when_untrusted() {
         Route::Udp(ep),
         TxId([2; 12]),
         ep,
+        0,
         later + Duration::from_millis(100),
     );
     assert!(pings(&drain(&mut p)).is_empty());
@@ -321,7 +326,106 @@ fn a_ping_from_a_recently_pinged_endpoint_is_pinged_back_when_untrusted() {
         Route::Udp(ep),
         TxId([3; 12]),
         ep,
+        0,
         later + Duration::from_secs(2),
     );
     assert!(pings(&drain(&mut p)).is_empty());
+}
+
+#[test]
+fn a_replayed_ping_is_neither_answered_nor_learned() {
+    let now = t0();
+    let mut p = PeerPath::new([10; 32], true);
+    let src = sa("203.0.113.7:1234");
+    assert!(p.handle_ping(Route::Udp(src), TxId([4; 12]), src, 0, now));
+    drain(&mut p);
+    // The same id again, from the same or a spoofed source: silence.
+    let spoofed = sa("198.51.100.99:53");
+    assert!(!p.handle_ping(Route::Udp(src), TxId([4; 12]), src, 0, now));
+    assert!(!p.handle_ping(Route::Udp(spoofed), TxId([4; 12]), spoofed, 0, now));
+    assert!(drain(&mut p).is_empty());
+    assert!(!p.candidates().any(|(a, _)| a == spoofed));
+    assert_eq!(p.stats().pings_replayed, 2);
+}
+
+#[test]
+fn ping_backs_are_limited_per_peer_not_per_address() {
+    let now = t0();
+    let mut p = PeerPath::new([11; 32], true);
+    let mut pinged = 0;
+    for i in 0..50u8 {
+        let src = SocketAddr::from(([203, 0, 113, i], 1000));
+        p.handle_ping(Route::Udp(src), TxId([i; 12]), src, 0, now);
+        pinged += pings(&drain(&mut p)).len();
+    }
+    assert_eq!(pinged, 1, "one ping-back per 250 ms, whatever the sources");
+}
+
+#[test]
+fn call_me_maybe_is_deduplicated_capped_filtered_and_rate_limited() {
+    let now = t0();
+    let mut p = PeerPath::new([12; 32], true);
+    let x = sa("198.51.100.1:41641");
+    // 3636 copies of one address: one ping.
+    p.handle_call_me_maybe(&vec![x; 3636], now);
+    let sent = pings(&drain(&mut p));
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].0, x);
+    // Never-worth-pinging addresses are dropped.
+    let bad = [
+        sa("127.0.0.1:22"),
+        sa("169.254.1.1:1"),
+        sa("[fe80::1]:1"),
+        sa("127.3.3.40:900"),
+        sa("0.0.0.0:1"),
+    ];
+    p.handle_call_me_maybe(&bad, now + Duration::from_secs(2));
+    assert!(pings(&drain(&mut p)).is_empty());
+    assert!(p.candidates().all(|(a, _)| !bad.contains(&a)));
+    // 200 distinct addresses: at most 64 taken, and they replace the previous list.
+    let many: Vec<SocketAddr> = (0..200u16)
+        .map(|i| SocketAddr::from(([198, 51, 100, 2], 1000 + i)))
+        .collect();
+    p.handle_call_me_maybe(&many, now + Duration::from_secs(4));
+    assert_eq!(
+        pings(&drain(&mut p)).len(),
+        crate::disco::MAX_CALL_ME_MAYBE_ENDPOINTS
+    );
+    assert!(!p.candidates().any(|(a, _)| a == x), "replaced");
+    // A burst of CallMeMaybes: only CALL_ME_MAYBE_BURST of them ping at once.
+    let mut t = now + Duration::from_secs(10);
+    let mut pinging = 0;
+    for i in 0..10u16 {
+        p.handle_call_me_maybe(&[SocketAddr::from(([198, 51, 100, 3], 2000 + i))], t);
+        pinging += usize::from(!pings(&drain(&mut p)).is_empty());
+        t += Duration::from_millis(10);
+    }
+    assert_eq!(pinging, CALL_ME_MAYBE_BURST as usize);
+    assert!(p.stats().call_me_maybe_limited >= 8);
+}
+
+#[test]
+fn ping_learned_endpoints_age_out_and_never_evict_stronger_ones() {
+    let now = t0();
+    let mut p = PeerPath::new([13; 32], true);
+    let cmm: Vec<SocketAddr> = (0..10u16)
+        .map(|i| SocketAddr::from(([198, 51, 100, 4], 3000 + i)))
+        .collect();
+    p.handle_call_me_maybe(&cmm, now);
+    for i in 0..500u32 {
+        let src = SocketAddr::from(([203, 0, (i >> 8) as u8, i as u8], 1000));
+        let mut tx = [1; 12];
+        tx[..4].copy_from_slice(&i.to_le_bytes());
+        p.handle_ping(Route::Udp(src), TxId(tx), src, 0, now);
+    }
+    for a in &cmm {
+        assert!(
+            p.candidates().any(|(c, _)| c == *a),
+            "{a} evicted by ping-learned ones"
+        );
+    }
+    // After 45 s the unanswered ping-learned ones are gone.
+    p.note_outbound(now + PING_LEARNED_LIFETIME);
+    p.handle_timeout(now + PING_LEARNED_LIFETIME + HEARTBEAT_INTERVAL);
+    assert!(p.candidates().all(|(_, s)| s != Source::Ping));
 }

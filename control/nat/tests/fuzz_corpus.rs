@@ -28,7 +28,7 @@ fn dir(target: &str) -> PathBuf {
 fn packet_seeds() -> Vec<(String, Vec<u8>)> {
     let peer = DiscoPrivate::new(PrivateKey::from_bytes([2; 32]));
     let us = DiscoPrivate::new(PrivateKey::from_bytes([1; 32]));
-    let b = DiscoBox::new(&peer, us.public());
+    let b = DiscoBox::new(&peer, us.public()).unwrap();
     let msgs = [
         (
             "ping",

@@ -4,9 +4,11 @@
 //! line (throwaway lab keys), as a netmap would give them. It sends the peer a small IPv4 packet
 //! through WireGuard every `--interval-ms`, wherever the path state machine says (relay first,
 //! then direct), and prints JSON lines: `ready`, `first_packet` (from the peer's first packet
-//! sent to the first delivered here, through the tunnel), `direct` (time to a trusted direct path in both directions of
-//! disco), `birthday_hit`, and a `summary` with every counter. The tests of the NAT scenarios
-//! read these lines.
+//! sent to the first delivered here, through the tunnel), `direct` (time until this node holds
+//! a trusted direct path to the peer, i.e. one of its pings was answered over UDP; checked
+//! every 5 ms), `birthday_hit`, and a `summary` with every counter. The tests of the NAT
+//! scenarios read these lines; `weft-natlab` prints them for people. Keys on the command line
+//! are visible to other local users (`/proc/*/cmdline`): lab keys only.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -157,27 +157,33 @@ impl World {
     }
 
     /// Each node sends the other one data packet.
+    /// Each node sends the other one data packet (once its traffic has started).
     fn send_data(&mut self) {
         for i in 0..2 {
-            if self.now < self.start + self.data_start[i] {
-                continue;
+            if self.now >= self.start + self.data_start[i] {
+                self.send_one(i);
             }
-            let peer = node_key(1 - i).public_key();
-            let d = self.nodes[i].send_to(&peer, self.now).unwrap();
-            if let Some((socket, to)) = d.udp {
-                self.send_udp(i, socket, to, DATA.to_vec());
-            }
-            if d.derp.is_some() {
-                let from = self.nodes[i].node_key();
-                self.put(
-                    DERP_DELAY,
-                    Wire::Derp {
-                        to: 1 - i,
-                        from,
-                        bytes: DATA.to_vec(),
-                    },
-                );
-            }
+        }
+    }
+
+    /// Node `i` sends its peer one data packet wherever its path says.
+    fn send_one(&mut self, i: usize) {
+        let peer = node_key(1 - i).public_key();
+        let d = self.nodes[i].send_to(&peer, self.now).unwrap();
+        if let Some((socket, to)) = d.udp {
+            self.send_udp(i, socket, to, DATA.to_vec());
+        }
+        if d.derp.is_some() {
+            let from = self.nodes[i].node_key();
+            let bytes = DATA.to_vec();
+            self.put(
+                DERP_DELAY,
+                Wire::Derp {
+                    to: 1 - i,
+                    from,
+                    bytes,
+                },
+            );
         }
     }
 
@@ -223,22 +229,7 @@ impl World {
         if self.first_data[at].is_none() && self.reply_once[at] {
             // Like a WireGuard responder: one packet straight back when the first arrives.
             self.reply_once[at] = false;
-            let peer = node_key(1 - at).public_key();
-            let d = self.nodes[at].send_to(&peer, self.now).unwrap();
-            if let Some((socket, to)) = d.udp {
-                self.send_udp(at, socket, to, DATA.to_vec());
-            }
-            if d.derp.is_some() {
-                let from = self.nodes[at].node_key();
-                self.put(
-                    DERP_DELAY,
-                    Wire::Derp {
-                        to: 1 - at,
-                        from,
-                        bytes: DATA.to_vec(),
-                    },
-                );
-            }
+            self.send_one(at);
         }
         if self.first_data[at].is_none() {
             self.first_data[at] = Some(self.now - self.start);

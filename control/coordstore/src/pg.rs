@@ -262,13 +262,24 @@ impl Store for PgStore {
 struct Connection {
     config: Config,
     client: Client,
+    /// The last request failed. The failure may have been the server closing the session,
+    /// which the client only notices a moment later (its connection task ends after the
+    /// request's error is delivered), so the next request checks the session first.
+    suspect: bool,
 }
+
+/// How long the check of a suspect session may take before it counts as gone.
+const VALIDATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Connection {
     /// Connects, configures the session and migrates the schema.
     fn open(config: Config) -> Result<Self, StoreError> {
         let client = connect(&config)?;
-        let mut conn = Self { config, client };
+        let mut conn = Self {
+            config,
+            client,
+            suspect: false,
+        };
         migrate(&mut conn.client)?;
         Ok(conn)
     }
@@ -279,21 +290,30 @@ impl Connection {
         for request in inbox {
             match request {
                 Request::Load(reply) => {
-                    let _ = reply.send(self.client().and_then(load));
+                    let result = self.client().and_then(load);
+                    self.suspect = result.is_err();
+                    let _ = reply.send(result);
                 }
                 Request::Apply(ops, reply) => {
-                    let _ = reply.send(self.client().and_then(|c| apply(c, &ops)));
+                    let result = self.client().and_then(|c| apply(c, &ops));
+                    self.suspect = result.is_err();
+                    let _ = reply.send(result);
                 }
                 Request::Settings(reply) => {
-                    let _ = reply.send(self.client().and_then(durability_settings));
+                    let result = self.client().and_then(durability_settings);
+                    self.suspect = result.is_err();
+                    let _ = reply.send(result);
                 }
             }
         }
     }
 
-    /// The client, reconnected first when the server closed the connection.
+    /// The client, reconnected first when the server closed the connection, or when the
+    /// session no longer answers after a failed request.
     fn client(&mut self) -> Result<&mut Client, StoreError> {
-        if self.client.is_closed() {
+        let gone = self.client.is_closed()
+            || (self.suspect && self.client.is_valid(VALIDATE_TIMEOUT).is_err());
+        if gone {
             self.client = connect(&self.config)?;
         }
         Ok(&mut self.client)

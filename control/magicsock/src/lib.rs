@@ -1,5 +1,6 @@
 //! The I/O shell around [`weft_nat::node::Node`]: one UDP socket shared by WireGuard, disco and
-//! STUN, extra sockets for birthday probing, and a reconnecting link to the home DERP relay.
+//! STUN, extra sockets for birthday probing, a reconnecting link to the home DERP relay and
+//! links to the other regions peers call home ([`derp`]).
 //!
 //! Every decision is the core's; this crate moves bytes and reads the clock. [`MagicSock::recv`]
 //! waits for whatever comes first — a datagram, a relayed packet, a timer of the core — hands
@@ -13,17 +14,21 @@
 //! the control-plane side of the node (disco, STUN, relayed packets) and the lab's data path.
 //! The io_uring data plane will feed the same core from its own receive batches.
 
+mod derp;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use weft_derphttp::{Backoff, ClientEvent, DerpClient, DerpSender, DerpUrl, DialConfig};
 use weft_keys::{PrivateKey, PublicKey};
 use weft_nat::birthday::Plan;
 use weft_nat::disco::DiscoPrivate;
 use weft_nat::node::{Node, PeerConfig, Received, RegionId, Transmit, Via};
+
+use derp::{DerpIn, Links};
+pub use derp::{DerpRegion, HELD_WHILE_DIALLING, IDLE_CLOSE};
 
 /// Datagrams buffered between the UDP readers and [`MagicSock::recv`]; beyond it they are
 /// dropped and counted (a flood on the UDP port must not stall the relay link).
@@ -33,17 +38,11 @@ const RX_QUEUE: usize = 1024;
 const DERP_RX_QUEUE: usize = 1024;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65535;
-
-/// The home relay.
-#[derive(Debug, Clone)]
-pub struct DerpHome {
-    /// Its region id.
-    pub region: RegionId,
-    /// `https://host:port#sha256-raw:…` or `http://…` (test mode).
-    pub url: DerpUrl,
-    /// Dial this address instead of resolving the URL's host.
-    pub addr: Option<SocketAddr>,
-}
+/// How often the birthday sockets no longer needed are looked for and closed.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+/// Transmits sent per [`MagicSock`] call; the rest go out on the next turn of
+/// [`MagicSock::recv`], which does not wait for them.
+const FLUSH_BATCH: usize = 4096;
 
 /// How to start.
 #[derive(Debug, Clone)]
@@ -60,7 +59,9 @@ pub struct Options {
     /// STUN servers.
     pub stun: Vec<SocketAddr>,
     /// The home relay.
-    pub derp: Option<DerpHome>,
+    pub derp: Option<DerpRegion>,
+    /// The rest of the DERP map: relays of other regions, dialled when a peer's home is there.
+    pub derp_regions: Vec<DerpRegion>,
 }
 
 /// Why the shell could not start.
@@ -111,33 +112,53 @@ pub struct ShellStats {
     pub udp_rx_dropped: u64,
     /// Receive errors on the UDP sockets (ICMP errors surface here).
     pub udp_rx_errors: u64,
-    /// Packets for a relay region other than the home one (only the home link exists).
-    pub derp_wrong_region: u64,
+    /// Packets for a region the DERP map does not have.
+    pub derp_unknown_region: u64,
+    /// Links opened to regions other than home.
+    pub derp_links_opened: u64,
+    /// Links to other regions closed after [`IDLE_CLOSE`] without sends.
+    pub derp_links_closed_idle: u64,
 }
 
 struct UdpIn(u16, SocketAddr, Vec<u8>);
-struct DerpIn(PublicKey, Vec<u8>);
+
+/// One open socket: the send half, and the task reading it.
+struct Sock {
+    /// A plain non-blocking socket, so a send is one syscall and fails only when the socket
+    /// buffer is full (tokio's `try_send_to` also fails before the reactor has seen the socket
+    /// writable once).
+    send: std::net::UdpSocket,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sock {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
 
 /// The shell. See the crate documentation.
 pub struct MagicSock {
     node: Node,
-    /// Send halves: plain non-blocking sockets, so a send is one syscall and fails only when
-    /// the socket buffer is full (tokio's `try_send_to` also fails before the reactor has
-    /// seen the socket writable once).
-    sockets: Vec<std::net::UdpSocket>,
+    /// By the core's socket index; socket 0 (the shared one) is always open, birthday
+    /// sockets are closed (`None`) once the core no longer needs them.
+    sockets: Vec<Option<Sock>>,
+    /// When to next look for birthday sockets to close.
+    next_prune: Instant,
     rx: mpsc::Receiver<UdpIn>,
     tx: mpsc::Sender<UdpIn>,
     derp_rx: mpsc::Receiver<DerpIn>,
     derp_open: bool,
-    derp: Option<(RegionId, Arc<Mutex<Option<DerpSender>>>)>,
+    derp: Links,
+    /// The core still had transmits queued when the last flush stopped.
+    backlog: bool,
     stats: Arc<Mutex<ShellStats>>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for MagicSock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MagicSock")
-            .field("sockets", &self.sockets.len())
+            .field("sockets", &self.open_sockets())
             .finish_non_exhaustive()
     }
 }
@@ -185,37 +206,39 @@ impl MagicSock {
         let (tx, rx) = mpsc::channel(RX_QUEUE);
         let (derp_tx, derp_rx) = mpsc::channel(DERP_RX_QUEUE);
         let stats = Arc::new(Mutex::new(ShellStats::default()));
+        let derp = Links::new(
+            opts.derp,
+            opts.derp_regions,
+            opts.node_key,
+            derp_tx,
+            stats.clone(),
+            t,
+        );
         let mut me = Self {
             node,
             sockets: Vec::new(),
+            next_prune: t,
             rx,
             tx,
             derp_rx,
             derp_open: true,
-            derp: None,
+            derp,
+            backlog: false,
             stats,
-            tasks: Vec::new(),
         };
-        me.add_socket(sock)?;
-        if let Some(home) = opts.derp {
-            let slot = Arc::new(Mutex::new(None));
-            let task = tokio::spawn(derp_link(
-                home.clone(),
-                opts.node_key,
-                slot.clone(),
-                derp_tx,
-                me.stats.clone(),
-            ));
-            me.tasks.push(task);
-            me.derp = Some((home.region, slot));
-        }
+        me.open_socket(0, sock)?;
         me.flush();
         Ok(me)
     }
 
     /// The shared socket's local address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.sockets.first().and_then(|s| s.local_addr().ok())
+        self.socket(0).and_then(|s| s.local_addr().ok())
+    }
+
+    /// How many sockets are open (the shared one and birthday sockets still in use).
+    pub fn open_sockets(&self) -> usize {
+        self.sockets.iter().flatten().count()
     }
 
     /// The core, for status.
@@ -228,13 +251,14 @@ impl MagicSock {
         self.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
-    /// True while the relay link is up.
+    /// True while the home relay link is up.
     pub fn derp_connected(&self) -> bool {
-        self.derp.as_ref().is_some_and(|(_, slot)| {
-            slot.lock()
-                .map(|s| s.as_ref().is_some_and(|d| !d.is_closed()))
-                .unwrap_or(false)
-        })
+        self.derp.home_connected()
+    }
+
+    /// The regions with a relay link (home, and others in use), and whether each is up.
+    pub fn derp_links(&self) -> Vec<(RegionId, bool)> {
+        self.derp.linked()
     }
 
     /// Adds or updates a peer.
@@ -244,7 +268,8 @@ impl MagicSock {
     }
 
     /// Opens `plan.sockets - 1` extra sockets (socket 0 is the shared one) and starts birthday
-    /// probing towards `peer`.
+    /// probing towards `peer`. The sockets close again once the plan is over, except the one
+    /// a hit binds the path to.
     ///
     /// # Errors
     /// [`Error::Bind`] when a socket cannot be opened.
@@ -252,8 +277,10 @@ impl MagicSock {
         let ip = self
             .local_addr()
             .map_or(std::net::IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-        while self.sockets.len() < usize::from(plan.sockets) {
-            self.add_socket(bind(SocketAddr::new(ip, 0))?)?;
+        for index in 1..plan.sockets {
+            if self.socket(index).is_none() {
+                self.open_socket(index, bind(SocketAddr::new(ip, 0))?)?;
+            }
         }
         self.node.start_birthday(peer, plan, now());
         self.flush();
@@ -267,8 +294,7 @@ impl MagicSock {
         };
         if let Some((socket, to)) = dest.udp {
             let ok = self
-                .sockets
-                .get(usize::from(socket))
+                .socket(socket)
                 .is_some_and(|s| s.send_to(datagram, to).is_ok());
             self.count(|s| {
                 if ok {
@@ -279,7 +305,7 @@ impl MagicSock {
             });
         }
         if let Some(region) = dest.derp {
-            let ok = self.derp_send(region, *peer, datagram);
+            let ok = self.derp.send(region, *peer, datagram, now());
             self.count(|s| {
                 if ok {
                     s.derp_out += 1
@@ -295,7 +321,15 @@ impl MagicSock {
     /// Cancel-safe. `None` when the shell's readers are gone.
     pub async fn recv(&mut self) -> Option<(Source, Vec<u8>)> {
         loop {
-            let deadline = self.node.poll_timeout();
+            let deadline = if self.backlog {
+                Some(now())
+            } else {
+                let prune = (self.open_sockets() > 1).then_some(self.next_prune);
+                [self.node.poll_timeout(), self.derp.poll_timeout(), prune]
+                    .into_iter()
+                    .flatten()
+                    .min()
+            };
             let sleep = async {
                 match deadline {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -304,12 +338,11 @@ impl MagicSock {
             };
             tokio::select! {
                 msg = self.derp_rx.recv(), if self.derp_open => {
-                    let Some(DerpIn(src, bytes)) = msg else {
-                        // No relay configured, or its link task is gone: UDP only from now on.
+                    let Some(DerpIn { region, src, bytes }) = msg else {
+                        // Only once the links (which hold a sender) are gone: UDP only then.
                         self.derp_open = false;
                         continue;
                     };
-                    let region = self.derp.as_ref().map_or(0, |d| d.0);
                     let out = match self.node.handle_derp(region, src, &bytes, now()) {
                         Received::WireGuard => Some((Source::Derp(src), bytes)),
                         _ => None,
@@ -331,51 +364,46 @@ impl MagicSock {
                     }
                 }
                 () = sleep => {
-                    self.node.handle_timeout(now());
+                    // Early calls are harmless: the core and the links act only on what is due.
+                    let t = now();
+                    self.node.handle_timeout(t);
+                    self.derp.handle_timeout(t);
+                    if t >= self.next_prune {
+                        self.next_prune = t + PRUNE_INTERVAL;
+                        self.close_unused_sockets();
+                    }
                     self.flush();
                 }
             }
         }
     }
 
-    /// Sends everything the core has queued (disco, STUN, birthday probes).
+    /// Sends what the core has queued (disco, STUN, birthday probes), at most [`FLUSH_BATCH`]
+    /// at a time so that one call never runs long; [`Self::recv`] comes back for the rest.
     fn flush(&mut self) {
         let t = now();
-        // Bounded: the core's queue is finite, but a paced birthday plan refills it over time.
-        for _ in 0..4096 {
+        self.backlog = true;
+        for _ in 0..FLUSH_BATCH {
             let Some(Transmit { via, bytes }) = self.node.poll_transmit(t) else {
+                self.backlog = false;
                 return;
             };
             match via {
                 Via::Udp { socket, to } => {
                     let ok = self
-                        .sockets
-                        .get(usize::from(socket))
+                        .socket(socket)
                         .is_some_and(|s| s.send_to(&bytes, to).is_ok());
                     if !ok {
                         self.count(|s| s.udp_send_errors += 1);
                     }
                 }
                 Via::Derp { region, dst } => {
-                    if !self.derp_send(region, dst, &bytes) {
+                    if !self.derp.send(region, dst, &bytes, t) {
                         self.count(|s| s.derp_send_drops += 1);
                     }
                 }
             }
         }
-    }
-
-    fn derp_send(&self, region: RegionId, dst: PublicKey, bytes: &[u8]) -> bool {
-        let Some((home, slot)) = &self.derp else {
-            return false;
-        };
-        if region != *home {
-            // Links to other regions are not built yet: count, don't pretend.
-            self.count(|s| s.derp_wrong_region += 1);
-            return false;
-        }
-        let sender = slot.lock().ok().and_then(|s| s.clone());
-        sender.is_some_and(|s| s.try_send(dst, bytes).is_ok())
     }
 
     fn count(&self, f: impl FnOnce(&mut ShellStats)) {
@@ -384,19 +412,44 @@ impl MagicSock {
         }
     }
 
-    fn add_socket(&mut self, sock: std::net::UdpSocket) -> Result<(), Error> {
+    fn socket(&self, index: u16) -> Option<&std::net::UdpSocket> {
+        self.sockets
+            .get(usize::from(index))
+            .and_then(Option::as_ref)
+            .map(|s| &s.send)
+    }
+
+    /// Closes the birthday sockets the core no longer needs (a plan over, a path gone).
+    fn close_unused_sockets(&mut self) {
+        let used = self.node.sockets_in_use();
+        for (index, slot) in self.sockets.iter_mut().enumerate().skip(1) {
+            let needed = u16::try_from(index).is_ok_and(|i| used.contains(&i));
+            if !needed && slot.take().is_some() {
+                tracing::debug!("birthday socket {index} closed");
+            }
+        }
+        while self.sockets.len() > 1 && self.sockets.last().is_some_and(Option::is_none) {
+            self.sockets.pop();
+        }
+    }
+
+    /// Opens socket `index` (its reader tagging datagrams with that index).
+    fn open_socket(&mut self, index: u16, sock: std::net::UdpSocket) -> Result<(), Error> {
         let addr = sock
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let bind_err = |source| Error::Bind { addr, source };
         let reader = sock.try_clone().map_err(bind_err)?;
         let reader = UdpSocket::from_std(reader).map_err(bind_err)?;
-        let index = u16::try_from(self.sockets.len()).unwrap_or(u16::MAX);
-        self.sockets.push(sock);
+        let slot = usize::from(index);
+        if self.sockets.len() <= slot {
+            self.sockets.resize_with(slot + 1, || None);
+        }
+        let send = sock;
         let sock = reader;
         let tx = self.tx.clone();
         let stats = self.stats.clone();
-        self.tasks.push(tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
                 match sock.recv_from(&mut buf).await {
@@ -421,23 +474,11 @@ impl MagicSock {
                     }
                 }
             }
-        }));
+        });
+        if let Some(s) = self.sockets.get_mut(slot) {
+            *s = Some(Sock { send, reader });
+        }
         Ok(())
-    }
-}
-
-impl Drop for MagicSock {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-        if let Some((_, slot)) = &self.derp {
-            if let Ok(s) = slot.lock() {
-                if let Some(d) = s.as_ref() {
-                    d.close();
-                }
-            }
-        }
     }
 }
 
@@ -467,52 +508,4 @@ fn bind(addr: SocketAddr) -> Result<std::net::UdpSocket, Error> {
     let s = std::net::UdpSocket::bind(addr).map_err(err)?;
     s.set_nonblocking(true).map_err(err)?;
     Ok(s)
-}
-
-/// Keeps a connection to the home relay, with backoff, and forwards what it relays.
-async fn derp_link(
-    home: DerpHome,
-    key: PrivateKey,
-    slot: Arc<Mutex<Option<DerpSender>>>,
-    tx: mpsc::Sender<DerpIn>,
-    stats: Arc<Mutex<ShellStats>>,
-) {
-    let mut backoff = Backoff::default();
-    loop {
-        let mut cfg = DialConfig::new(home.url.clone(), key.clone());
-        cfg.addr = home.addr;
-        cfg.note_preferred = true;
-        cfg.app_name = Some("weft-magicsock".into());
-        match DerpClient::connect(cfg).await {
-            Ok(client) => {
-                backoff.reset();
-                if let Ok(mut s) = stats.lock() {
-                    s.derp_connects += 1;
-                }
-                let (sender, mut events) = client.into_parts();
-                if let Ok(mut s) = slot.lock() {
-                    *s = Some(sender);
-                }
-                loop {
-                    match events.recv().await {
-                        Ok(ClientEvent::Packet { src, packet }) => {
-                            if tx.send(DerpIn(src, packet)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!("DERP link to {} lost: {e}", home.url.host);
-                            break;
-                        }
-                    }
-                }
-                if let Ok(mut s) = slot.lock() {
-                    *s = None;
-                }
-            }
-            Err(e) => tracing::warn!("DERP connect to {} failed: {e}", home.url.host),
-        }
-        tokio::time::sleep(backoff.next_delay()).await;
-    }
 }

@@ -12,7 +12,7 @@
 //! Peers are keyed by node key (what DERP addresses and WireGuard knows); disco packets name
 //! their sender by disco key, so the node keeps both maps.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
@@ -358,6 +358,23 @@ impl Node {
         if let Some(p) = self.peers.get_mut(peer) {
             p.birthday = Some(Birthday::new(plan, now));
         }
+    }
+
+    /// The local sockets still needed: the shared one, those any peer's endpoints are reached
+    /// from, and all of a birthday plan's while it runs. The shell may close the others.
+    pub fn sockets_in_use(&self) -> BTreeSet<u16> {
+        let mut set = BTreeSet::from([0]);
+        for p in self.peers.values() {
+            set.extend(p.path.sockets());
+            if let Some(b) = p
+                .birthday
+                .as_ref()
+                .filter(|b| b.hit().is_none() && !b.finished())
+            {
+                set.extend(0..b.plan().sockets);
+            }
+        }
+        set
     }
 
     /// The birthday hit towards `peer`, once found.

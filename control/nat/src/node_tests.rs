@@ -412,9 +412,46 @@ fn scenario_2_easy_and_hard_need_the_birthday_probe() {
             successes += 1;
             assert!(t < Duration::from_secs(10));
             assert!(w.data_direct[0] > 0 && w.data_direct[1] > 0);
+            // The plan is over: of its 256 sockets only those a path uses stay needed.
+            let hit = w.nodes[1]
+                .birthday_hit_for(&node_key(0).public_key())
+                .unwrap();
+            let used = w.nodes[1].sockets_in_use();
+            eprintln!("seed {seed}: sockets still needed {used:?}");
+            assert_eq!(used, BTreeSet::from([0, hit.socket]));
         }
     }
     assert!(successes >= 8, "{successes}/10");
+}
+
+#[test]
+fn a_birthday_plan_needs_its_sockets_until_it_is_over() {
+    let now = t0();
+    let mut n = lone_node(now);
+    let d = DiscoPrivate::new(PrivateKey::from_bytes([2; 32]));
+    let peer = node_key(1).public_key();
+    n.upsert_peer(peer_cfg(peer, d.public()), now);
+    assert_eq!(n.sockets_in_use(), BTreeSet::from([0]));
+    let mut plan = Plan::sweep(IpAddr::from([203, 0, 113, 1]), 40000, 40003, 3);
+    plan.rounds = 1;
+    n.start_birthday(&peer, plan, now);
+    assert_eq!(n.sockets_in_use(), BTreeSet::from([0, 1, 2]));
+    // Send the whole plan (bounded: 12 probes, paced).
+    let mut t = now;
+    for _ in 0..1000 {
+        while n.poll_transmit(t).is_some() {}
+        match n.poll_timeout() {
+            Some(next) if n.sockets_in_use().len() > 1 => t = next.max(t),
+            _ => break,
+        }
+        n.handle_timeout(t);
+    }
+    assert_eq!(
+        n.sockets_in_use(),
+        BTreeSet::from([0]),
+        "over after {:?}",
+        t - now
+    );
 }
 
 #[test]

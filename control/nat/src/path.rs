@@ -149,6 +149,10 @@ pub struct PeerPath {
     via_derp: bool,
     endpoints: BTreeMap<SocketAddr, Endpoint>,
     pending: BTreeMap<TxId, (SocketAddr, Instant)>,
+    /// The ids of `pending` in the order they were sent, so that the oldest (the next to time
+    /// out) is found without a scan. Ids answered out of order linger until they reach the
+    /// front; the front is always still pending.
+    sent_order: VecDeque<TxId>,
     best: Option<(SocketAddr, Duration)>,
     trust_until: Option<Instant>,
     last_outbound: Option<Instant>,
@@ -173,6 +177,7 @@ impl PeerPath {
             via_derp,
             endpoints: BTreeMap::new(),
             pending: BTreeMap::new(),
+            sent_order: VecDeque::new(),
             best: None,
             trust_until: None,
             last_outbound: None,
@@ -309,6 +314,7 @@ impl PeerPath {
             return false;
         }
         self.pending.remove(&tx);
+        self.trim_sent_order();
         self.stats.pongs_matched += 1;
         let latency = now.saturating_duration_since(sent);
         if let Some(e) = self.endpoints.get_mut(&from) {
@@ -393,6 +399,11 @@ impl PeerPath {
         self.endpoints.get(&addr).map_or(0, |e| e.socket)
     }
 
+    /// The local sockets its endpoints are reached from.
+    pub fn sockets(&self) -> impl Iterator<Item = u16> + '_ {
+        self.endpoints.values().map(|e| e.socket)
+    }
+
     /// The next disco message to send.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -400,7 +411,11 @@ impl PeerPath {
 
     /// When [`Self::handle_timeout`] must next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let expiry = self.pending.values().map(|&(_, t)| t + PING_TIMEOUT).min();
+        let expiry = self
+            .sent_order
+            .front()
+            .and_then(|tx| self.pending.get(tx))
+            .map(|&(_, t)| t + PING_TIMEOUT);
         match (self.next_heartbeat, expiry) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -411,9 +426,17 @@ impl PeerPath {
     /// heartbeats.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.forget_stale(now);
-        let before = self.pending.len();
-        self.pending.retain(|_, &mut (_, t)| now < t + PING_TIMEOUT);
-        self.stats.ping_timeouts += (before - self.pending.len()) as u64;
+        while let Some(tx) = self.sent_order.front() {
+            match self.pending.get(tx) {
+                Some(&(_, t)) if now < t + PING_TIMEOUT => break,
+                Some(_) => {
+                    self.pending.remove(tx);
+                    self.stats.ping_timeouts += 1;
+                }
+                None => {}
+            }
+            self.sent_order.pop_front();
+        }
         let Some(at) = self.next_heartbeat else {
             return;
         };
@@ -486,17 +509,34 @@ impl PeerPath {
         }
     }
 
+    /// Drops answered ids from the front of `sent_order`.
+    fn trim_sent_order(&mut self) {
+        while let Some(tx) = self.sent_order.front() {
+            if self.pending.contains_key(tx) {
+                break;
+            }
+            self.sent_order.pop_front();
+        }
+    }
+
     fn ping(&mut self, to: SocketAddr, now: Instant) {
         if self.pending.len() >= MAX_PENDING {
             // Forget the oldest unanswered ping rather than refuse a fresh one.
-            if let Some((&tx, _)) = self.pending.iter().min_by_key(|(_, &(_, t))| t) {
+            if let Some(tx) = self.sent_order.pop_front() {
                 self.pending.remove(&tx);
+                self.trim_sent_order();
             }
+        }
+        if self.sent_order.len() >= 2 * MAX_PENDING {
+            // Many pongs came out of order: drop their lingering ids.
+            let pending = &self.pending;
+            self.sent_order.retain(|tx| pending.contains_key(tx));
         }
         let mut id = [0u8; 12];
         self.rng.fill_bytes(&mut id);
         let tx = TxId(id);
         self.pending.insert(tx, (to, now));
+        self.sent_order.push_back(tx);
         if let Some(e) = self.endpoints.get_mut(&to) {
             e.last_ping = Some(now);
         }

@@ -293,6 +293,11 @@ proptest! {
                 prop_assert!(r.derp);
             }
             prop_assert!(p.candidates().count() <= MAX_ENDPOINTS);
+            // The ordered ids find the oldest pending ping exactly as a scan would.
+            let scan = p.pending.values().map(|&(_, t)| t + PING_TIMEOUT).min();
+            prop_assert_eq!(p.poll_timeout(), [p.next_heartbeat, scan].into_iter().flatten().min());
+            prop_assert!(p.pending.keys().all(|tx| p.sent_order.contains(tx)));
+            prop_assert!(p.sent_order.len() <= 2 * MAX_PENDING);
         }
     }
 }

@@ -13,7 +13,8 @@ use weft_testkit::{ChildGuard, NatLab, DERP_IP, STUN2_IP};
 pub type Lines = Vec<Value>;
 
 /// Runs a pair of `natpeer_bin` nodes in `lab.hosts` for `secs` seconds, with an optional
-/// birthday plan each (`--birthday` syntax), and returns each node's JSON lines.
+/// birthday plan each (`--birthday` syntax), and returns each node's JSON lines. Both nodes
+/// are homed on the lab's first relay (region 900).
 ///
 /// Node 1 starts sending 200 ms after node 0: WireGuard initiations that cross (both sides
 /// sending their first packet in the same millisecond) each replace the other's handshake
@@ -27,6 +28,28 @@ pub fn run_pair(
     secs: u64,
     birthday: [Option<String>; 2],
 ) -> Result<[Lines; 2]> {
+    run_pair_homed(lab, natpeer_bin, secs, birthday, [0, 0])
+}
+
+/// [`run_pair`] with each node homed on the lab relay `homes[i]` (0 or 1; region 900 + index).
+/// Each node is given the whole DERP map and its peer's home region, as a netmap gives them.
+///
+/// # Errors
+/// As [`run_pair`].
+pub fn run_pair_homed(
+    lab: &NatLab,
+    natpeer_bin: &Path,
+    secs: u64,
+    birthday: [Option<String>; 2],
+    homes: [usize; 2],
+) -> Result<[Lines; 2]> {
+    let url = |i: usize| {
+        lab.derp_urls
+            .get(i)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("lab has no relay {i}"))
+    };
+    let region = |i: usize| (900 + i).to_string();
     let bin = natpeer_bin.to_string_lossy().into_owned();
     let keys = [
         PrivateKey::from_bytes([11; 32]),
@@ -44,6 +67,9 @@ pub fn run_pair(
     ];
     for (i, key, disco_key, peer_key, peer_disco, bday) in sides {
         let j = 1 - i;
+        let home = homes.get(i).copied().unwrap_or(0);
+        let peer_home = homes.get(j).copied().unwrap_or(0);
+        let other = 1 - home.min(1);
         let mut argv: Vec<String> = vec![
             bin.clone(),
             "--listen".into(),
@@ -53,7 +79,13 @@ pub fn run_pair(
             "--stun".into(),
             format!("{STUN2_IP}:3478"),
             "--derp".into(),
-            lab.derp_url.clone(),
+            url(home)?,
+            "--region".into(),
+            region(home),
+            "--derp-region".into(),
+            format!("{}={}", region(other), url(other)?),
+            "--peer-region".into(),
+            region(peer_home),
             "--node-key".into(),
             key.to_hex(),
             "--disco-key".into(),

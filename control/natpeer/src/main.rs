@@ -18,7 +18,7 @@ use clap::Parser;
 use serde_json::json;
 use weft_derphttp::DerpUrl;
 use weft_keys::{PrivateKey, PublicKey};
-use weft_magicsock::{now, DerpHome, MagicSock, Options, Source};
+use weft_magicsock::{now, DerpRegion, MagicSock, Options, Source};
 use weft_nat::birthday::Plan;
 use weft_nat::disco::{DiscoPrivate, DiscoPublic};
 use weft_nat::node::PeerConfig;
@@ -44,6 +44,13 @@ struct Args {
     /// The home relay's region id.
     #[arg(long, default_value_t = 900)]
     region: u16,
+    /// Another relay of the DERP map, as REGION=URL (repeatable): dialled when the peer's
+    /// home region is there.
+    #[arg(long = "derp-region")]
+    derp_regions: Vec<String>,
+    /// The peer's home region (default: this node's).
+    #[arg(long)]
+    peer_region: Option<u16>,
     /// This node's private key (hex; lab keys only).
     #[arg(long)]
     node_key: String,
@@ -114,6 +121,20 @@ fn parse_plan(spec: &str) -> Result<Plan> {
     }
 }
 
+/// `REGION=URL`, as `--derp-region` takes it.
+fn parse_region(spec: &str) -> Result<DerpRegion> {
+    let (id, url) = spec
+        .split_once('=')
+        .with_context(|| format!("--derp-region {spec:?}: want REGION=URL"))?;
+    Ok(DerpRegion {
+        region: id
+            .parse()
+            .with_context(|| format!("--derp-region {spec:?}: region id"))?,
+        url: DerpUrl::parse(url).with_context(|| format!("--derp-region {spec:?}: URL"))?,
+        addr: None,
+    })
+}
+
 /// Offset, in a data packet, of the sender's traffic start time (Unix nanoseconds).
 const START_OFFSET: usize = 36;
 
@@ -175,14 +196,20 @@ async fn main() -> Result<()> {
     let peer_disco = DiscoPublic(PublicKey::from_hex(&args.peer_disco).context("--peer-disco")?);
     let plan = args.birthday.as_deref().map(parse_plan).transpose()?;
     let derp = match &args.derp {
-        Some(u) => Some(DerpHome {
+        Some(u) => Some(DerpRegion {
             region: args.region,
             url: DerpUrl::parse(u).with_context(|| format!("--derp {u}"))?,
             addr: None,
         }),
         None => None,
     };
+    let derp_regions = args
+        .derp_regions
+        .iter()
+        .map(|spec| parse_region(spec))
+        .collect::<Result<Vec<_>>>()?;
     let region = derp.as_ref().map(|d| d.region);
+    let peer_region = args.peer_region.or(region);
     let mut ms = MagicSock::start(Options {
         node_key: node_key.clone(),
         disco_key,
@@ -194,13 +221,14 @@ async fn main() -> Result<()> {
             .collect(),
         stun: args.stun.clone(),
         derp,
+        derp_regions,
     })
     .await?;
     ms.upsert_peer(PeerConfig {
         node_key: peer_key,
         disco: peer_disco,
         endpoints: args.peer_endpoints.clone(),
-        home_derp: region,
+        home_derp: peer_region,
     });
 
     let boot = now();
@@ -213,7 +241,8 @@ async fn main() -> Result<()> {
     wg.add_allowed_ip(id, IpAddr::V4(args.peer_tunnel_ip), 32)
         .context("allowed IP")?;
     // The device wants an endpoint; the path state machine decides the real one per packet.
-    wg.set_endpoint(id, Some(Endpoint::Derp(weft_wg::DerpRegion(args.region))));
+    let peer_relay = weft_wg::DerpRegion(peer_region.unwrap_or(args.region));
+    wg.set_endpoint(id, Some(Endpoint::Derp(peer_relay)));
 
     // Wait for the relay link (bounded) so the first packet is not lost to a cold start.
     for _ in 0..100 {
@@ -271,7 +300,7 @@ async fn main() -> Result<()> {
                 let Some((from, mut datagram)) = got else { break };
                 let endpoint = match from {
                     Source::Udp { addr, .. } => Endpoint::Udp(addr),
-                    Source::Derp(_) => Endpoint::Derp(weft_wg::DerpRegion(args.region)),
+                    Source::Derp(_) => Endpoint::Derp(peer_relay),
                 };
                 if let Decapsulated::Packet { start: at, .. } = wg.decapsulate(now(), endpoint, &mut datagram) {
                     if first_packet.is_none() {
@@ -369,6 +398,10 @@ async fn main() -> Result<()> {
         "derp_send_drops": shell.derp_send_drops,
         "udp_send_errors": shell.udp_send_errors,
         "derp_connects": shell.derp_connects,
+        "derp_links_opened": shell.derp_links_opened,
+        "sockets_open": ms.open_sockets(),
+        "derp_unknown_region": shell.derp_unknown_region,
+        "derp_links": ms.derp_links().iter().map(|(r, up)| json!({"region": r, "up": up})).collect::<Vec<_>>(),
         "wireguard": format!("{:?}", wg.stats()),
     }));
     Ok(())

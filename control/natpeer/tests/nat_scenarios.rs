@@ -14,7 +14,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use weft_natpeer::lab::{describe, run_pair, summary, Lines};
+use weft_natpeer::lab::{describe, run_pair, run_pair_homed, summary, Lines};
 use weft_testkit::{serial, NatKind, NatLab, NAT_PUBLIC};
 
 fn workspace_bin(name: &str) -> PathBuf {
@@ -87,6 +87,10 @@ fn netns_nat_2_easy_and_hard_go_direct_with_the_birthday_probe() -> Result<()> {
     report("easy/hard", &out);
     assert_eq!(summary(&out[0])["nat"], "EndpointIndependent");
     assert_eq!(summary(&out[1])["nat"], "EndpointDependent");
+    // The hard side opened 256 sockets; once the hit is in, only the shared one and the one
+    // the path is bound to stay open.
+    let open = summary(&out[1])["sockets_open"].as_u64().unwrap();
+    assert!((1..=2).contains(&open), "{open} sockets still open");
     for lines in &out {
         let s = summary(lines);
         let direct = s["direct_ms"].as_u64().context("never direct")?;
@@ -123,6 +127,38 @@ fn netns_nat_4_udp_blocked_uses_derp_over_tls() -> Result<()> {
         assert!(s["direct_ms"].is_null());
         assert!(s["delivered_derp"].as_u64().unwrap() >= 100, "{s}");
         assert_eq!(s["delivered_direct"], 0);
+    }
+    Ok(())
+}
+
+/// Beyond the list: the nodes are homed on different relays that are not meshed (two
+/// regions), and UDP is blocked. Each node reaches the other through the peer's home relay,
+/// dialled on the first packet, while the peer's packets come in on its own home link.
+#[test]
+fn netns_nat_6_peers_homed_in_two_regions_relay_through_each_others_home() -> Result<()> {
+    let lab = Lab::new([NatKind::Easy, NatKind::Easy], true)?;
+    let out = run_pair_homed(
+        &lab.lab,
+        Path::new(env!("CARGO_BIN_EXE_weft-natpeer")),
+        6,
+        [None, None],
+        [0, 1],
+    )?;
+    report("two regions", &out);
+    for lines in &out {
+        let s = summary(lines);
+        assert!(s["direct_ms"].is_null(), "{s}");
+        assert!(s["first_packet_ms"].as_u64().unwrap() < 2000, "{s}");
+        assert!(s["delivered_derp"].as_u64().unwrap() >= 100, "{s}");
+        assert_eq!(s["derp_links_opened"], 1, "one link beyond home: {s}");
+        assert_eq!(s["derp_unknown_region"], 0, "{s}");
+        let links = s["derp_links"].as_array().unwrap();
+        let regions: Vec<_> = links
+            .iter()
+            .map(|l| l["region"].as_u64().unwrap())
+            .collect();
+        assert_eq!(regions, [900, 901], "{s}");
+        assert!(links.iter().all(|l| l["up"] == true), "{s}");
     }
     Ok(())
 }

@@ -29,6 +29,7 @@ mod natlab;
 mod netns;
 mod pair;
 mod process;
+pub mod tailscale;
 mod traffic;
 mod util;
 mod wg;

@@ -20,13 +20,13 @@
 use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::netns::{veth, Netns};
 use crate::process::ChildGuard;
-use crate::util::{wait_until, TempDir};
+use crate::tailscale::start_derper;
+use crate::util::TempDir;
 
 /// The mapping behaviour of a lab NAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +61,9 @@ pub struct NatLab {
     pub derp_url: String,
     /// The relay certificate's `sha256-raw:<hex>` pin.
     pub pin: String,
+    /// Both relays' URLs: [`Self::derp_url`], then the one at [`STUN2_IP`] (a full relay too,
+    /// not meshed with the first: a second region).
+    pub derp_urls: Vec<String>,
     derpers: Vec<ChildGuard>,
 }
 
@@ -115,52 +118,28 @@ impl NatLab {
         }
         let dir = TempDir::new("natlab")?;
         let mut derpers = Vec::new();
-        let mut pin = String::new();
+        let mut pins = Vec::new();
         for (n, ip) in [DERP_IP, STUN2_IP].iter().enumerate() {
+            // Both relays are waited for (the second one serves only STUN to most labs' nodes;
+            // a node started before it would lose its first STUN answer).
             let state = dir.join(&format!("derper{n}"));
-            let bin = derper_bin.to_str().context("derper path is not UTF-8")?;
-            let state = state.to_str().context("temp path is not UTF-8")?;
-            let d = inet.spawn(
-                "weft-derper",
-                &[
-                    bin,
-                    "serve",
-                    "--listen",
-                    &format!("{ip}:3340"),
-                    "--stun-listen",
-                    &format!("{ip}:3478"),
-                    "--state-dir",
-                    state,
-                ],
-            )?;
-            // Both relays print their pin once listening (the second one serves only STUN to
-            // the nodes; a node started before it would lose its first STUN answer).
-            let mut this_pin = String::new();
-            wait_until(
-                "derper pin",
-                Duration::from_secs(15),
-                Duration::from_millis(50),
-                || {
-                    this_pin = d
-                        .log()
-                        .lines()
-                        .find_map(|l| l.strip_prefix("CertName: ").map(str::to_owned))
-                        .unwrap_or_default();
-                    Ok(!this_pin.is_empty())
-                },
-            )?;
-            if n == 0 {
-                pin = this_pin;
-            }
+            let (d, pin) = start_derper(&inet, derper_bin, ip, &state, &[])?;
+            pins.push(pin);
             derpers.push(d);
         }
+        let derp_urls: Vec<String> = [DERP_IP, STUN2_IP]
+            .iter()
+            .zip(&pins)
+            .map(|(ip, pin)| format!("https://{ip}:3340#{pin}"))
+            .collect();
         Ok(Self {
             inet,
             nats,
             hosts,
             dir,
-            derp_url: format!("https://{DERP_IP}:3340#{pin}"),
-            pin,
+            derp_url: derp_urls.first().cloned().unwrap_or_default(),
+            pin: pins.first().cloned().unwrap_or_default(),
+            derp_urls,
             derpers,
         })
     }

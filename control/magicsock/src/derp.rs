@@ -111,7 +111,13 @@ impl Links {
 
     /// Sends (or holds, while the link connects) `bytes` for `dst` through `region`'s relay.
     /// False when it was dropped: an unknown region, a full relay queue or a full hold.
-    pub(crate) fn send(&mut self, region: RegionId, dst: PublicKey, bytes: &[u8], now: Instant) -> bool {
+    pub(crate) fn send(
+        &mut self,
+        region: RegionId,
+        dst: PublicKey,
+        bytes: &[u8],
+        now: Instant,
+    ) -> bool {
         if !self.links.contains_key(&region) {
             if !self.map.contains_key(&region) {
                 self.count(|s| s.derp_unknown_region += 1);

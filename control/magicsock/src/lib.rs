@@ -28,7 +28,7 @@ use weft_nat::disco::DiscoPrivate;
 use weft_nat::node::{Node, PeerConfig, Received, RegionId, Transmit, Via};
 
 use derp::{DerpIn, Links};
-pub use derp::{DerpRegion, HELD_WHILE_DIALLING, IDLE_CLOSE};
+pub use derp::{DerpRegion, HELD_MAX_AGE, HELD_WHILE_DIALLING, IDLE_CLOSE};
 
 /// Datagrams buffered between the UDP readers and [`MagicSock::recv`]; beyond it they are
 /// dropped and counted (a flood on the UDP port must not stall the relay link).
@@ -38,8 +38,11 @@ const RX_QUEUE: usize = 1024;
 const DERP_RX_QUEUE: usize = 1024;
 /// The largest datagram read.
 const MAX_DATAGRAM: usize = 65535;
-/// How often the birthday sockets no longer needed are looked for and closed.
+/// How often the birthday sockets no longer needed are looked for and closed, while a
+/// birthday plan is listening, and otherwise (a ping-learned endpoint on a birthday socket
+/// expires after 45 s).
 const PRUNE_INTERVAL: Duration = Duration::from_secs(1);
+const PRUNE_INTERVAL_IDLE: Duration = Duration::from_secs(30);
 /// Transmits sent per [`MagicSock`] call; the rest go out on the next turn of
 /// [`MagicSock::recv`], which does not wait for them.
 const FLUSH_BATCH: usize = 4096;
@@ -104,7 +107,8 @@ pub struct ShellStats {
     pub derp_out: u64,
     /// Datagrams dropped because a socket would block or failed.
     pub udp_send_errors: u64,
-    /// Packets dropped because the relay link was down or its queue full.
+    /// Packets for a relay dropped: its queue full, its hold full while it connects, held too
+    /// long or when the link closed, or for a region the map does not have.
     pub derp_send_drops: u64,
     /// Relay (re)connections.
     pub derp_connects: u64,
@@ -118,9 +122,12 @@ pub struct ShellStats {
     pub derp_links_opened: u64,
     /// Links to other regions closed after [`IDLE_CLOSE`] without sends.
     pub derp_links_closed_idle: u64,
+    /// Datagrams read by a socket that has been closed (or its index reused) since: dropped.
+    pub udp_rx_stale: u64,
 }
 
-struct UdpIn(u16, SocketAddr, Vec<u8>);
+/// A datagram, the index of the socket that read it and that socket's generation.
+struct UdpIn(u16, u64, SocketAddr, Vec<u8>);
 
 /// One open socket: the send half, and the task reading it.
 struct Sock {
@@ -129,6 +136,8 @@ struct Sock {
     /// writable once).
     send: std::net::UdpSocket,
     reader: tokio::task::JoinHandle<()>,
+    /// Told apart from earlier sockets at the same index, whose datagrams may still be queued.
+    generation: u64,
 }
 
 impl Drop for Sock {
@@ -145,6 +154,8 @@ pub struct MagicSock {
     sockets: Vec<Option<Sock>>,
     /// When to next look for birthday sockets to close.
     next_prune: Instant,
+    /// The generation of the next socket opened.
+    next_generation: u64,
     rx: mpsc::Receiver<UdpIn>,
     tx: mpsc::Sender<UdpIn>,
     derp_rx: mpsc::Receiver<DerpIn>,
@@ -218,6 +229,7 @@ impl MagicSock {
             node,
             sockets: Vec::new(),
             next_prune: t,
+            next_generation: 0,
             rx,
             tx,
             derp_rx,
@@ -267,9 +279,9 @@ impl MagicSock {
         self.flush();
     }
 
-    /// Opens `plan.sockets - 1` extra sockets (socket 0 is the shared one) and starts birthday
-    /// probing towards `peer`. The sockets close again once the plan is over, except the one
-    /// a hit binds the path to.
+    /// Makes sure sockets `0..plan.sockets` are open (socket 0 is the shared one; others may
+    /// be open from an earlier plan) and starts birthday probing towards `peer`. The extra
+    /// sockets close again a few seconds after the plan is over, except those a path uses.
     ///
     /// # Errors
     /// [`Error::Bind`] when a socket cannot be opened.
@@ -282,7 +294,9 @@ impl MagicSock {
                 self.open_socket(index, bind(SocketAddr::new(ip, 0))?)?;
             }
         }
-        self.node.start_birthday(peer, plan, now());
+        let t = now();
+        self.node.start_birthday(peer, plan, t);
+        self.next_prune = t + PRUNE_INTERVAL;
         self.flush();
         Ok(())
     }
@@ -321,15 +335,11 @@ impl MagicSock {
     /// Cancel-safe. `None` when the shell's readers are gone.
     pub async fn recv(&mut self) -> Option<(Source, Vec<u8>)> {
         loop {
-            let deadline = if self.backlog {
-                Some(now())
-            } else {
-                let prune = (self.open_sockets() > 1).then_some(self.next_prune);
-                [self.node.poll_timeout(), self.derp.poll_timeout(), prune]
-                    .into_iter()
-                    .flatten()
-                    .min()
-            };
+            let prune = (self.open_sockets() > 1).then_some(self.next_prune);
+            let deadline = [self.node.poll_timeout(), self.derp.poll_timeout(), prune]
+                .into_iter()
+                .flatten()
+                .min();
             let sleep = async {
                 match deadline {
                     Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -337,6 +347,11 @@ impl MagicSock {
                 }
             };
             tokio::select! {
+                // What the last flush left goes out now even if nothing else happens (every
+                // other branch flushes too).
+                () = std::future::ready(()), if self.backlog => {
+                    self.flush();
+                }
                 msg = self.derp_rx.recv(), if self.derp_open => {
                     let Some(DerpIn { region, src, bytes }) = msg else {
                         // Only once the links (which hold a sender) are gone: UDP only then.
@@ -353,7 +368,11 @@ impl MagicSock {
                     }
                 }
                 msg = self.rx.recv() => {
-                    let UdpIn(socket, from, bytes) = msg?;
+                    let UdpIn(socket, generation, from, bytes) = msg?;
+                    if !self.is_current(socket, generation) {
+                        self.count(|s| s.udp_rx_stale += 1);
+                        continue;
+                    }
                     let out = match self.node.handle_udp(socket, from, &bytes, now()) {
                         Received::WireGuard => Some((Source::Udp { socket, addr: from }, bytes)),
                         _ => None,
@@ -369,8 +388,10 @@ impl MagicSock {
                     self.node.handle_timeout(t);
                     self.derp.handle_timeout(t);
                     if t >= self.next_prune {
-                        self.next_prune = t + PRUNE_INTERVAL;
-                        self.close_unused_sockets();
+                        self.close_unused_sockets(t);
+                        let listening = self.node.birthday_listening(t);
+                        self.next_prune =
+                            t + if listening { PRUNE_INTERVAL } else { PRUNE_INTERVAL_IDLE };
                     }
                     self.flush();
                 }
@@ -419,9 +440,17 @@ impl MagicSock {
             .map(|s| &s.send)
     }
 
+    /// True when socket `index` is open and is the one of `generation`.
+    fn is_current(&self, index: u16, generation: u64) -> bool {
+        self.sockets
+            .get(usize::from(index))
+            .and_then(Option::as_ref)
+            .is_some_and(|s| s.generation == generation)
+    }
+
     /// Closes the birthday sockets the core no longer needs (a plan over, a path gone).
-    fn close_unused_sockets(&mut self) {
-        let used = self.node.sockets_in_use();
+    fn close_unused_sockets(&mut self, now: Instant) {
+        let used = self.node.sockets_in_use(now);
         for (index, slot) in self.sockets.iter_mut().enumerate().skip(1) {
             let needed = u16::try_from(index).is_ok_and(|i| used.contains(&i));
             if !needed && slot.take().is_some() {
@@ -449,13 +478,15 @@ impl MagicSock {
         let sock = reader;
         let tx = self.tx.clone();
         let stats = self.stats.clone();
+        let generation = self.next_generation;
+        self.next_generation += 1;
         let reader = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
                 match sock.recv_from(&mut buf).await {
                     Ok((n, from)) => {
                         let bytes = buf.get(..n).unwrap_or_default().to_vec();
-                        match tx.try_send(UdpIn(index, from, bytes)) {
+                        match tx.try_send(UdpIn(index, generation, from, bytes)) {
                             Ok(()) => {}
                             Err(mpsc::error::TrySendError::Full(_)) => {
                                 if let Ok(mut s) = stats.lock() {
@@ -476,7 +507,11 @@ impl MagicSock {
             }
         });
         if let Some(s) = self.sockets.get_mut(slot) {
-            *s = Some(Sock { send, reader });
+            *s = Some(Sock {
+                send,
+                reader,
+                generation,
+            });
         }
         Ok(())
     }

@@ -29,6 +29,11 @@ use rand_core::{RngCore, SeedableRng};
 pub const MAX_PROBES_PER_ROUND: usize = 1 << 16;
 /// The most local sockets a plan uses.
 pub const MAX_SOCKETS: u16 = 1024;
+/// How long a plan keeps listening after its last probe, beyond one round interval: the
+/// peer's plan may end later than ours (the easy side's spray outlasts the hard side's
+/// fan-out by about a second, and the two sides never start in the same instant), and its
+/// last probes still aim at our sockets' mappings.
+pub const LINGER: Duration = Duration::from_secs(5);
 
 /// What to send: from which local sockets to which ports of the peer's address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,6 +141,8 @@ pub struct Birthday {
     cursor: usize,
     sent: u64,
     hit: Option<Hit>,
+    /// When the last probe went out.
+    finished_at: Option<Instant>,
 }
 
 impl Birthday {
@@ -154,6 +161,7 @@ impl Birthday {
             // Nothing to send: finished at once (no timer that never fires).
             plan.rounds = 0;
         }
+        let finished_at = (plan.rounds == 0).then_some(now);
         Self {
             plan,
             started: now,
@@ -162,6 +170,7 @@ impl Birthday {
             cursor: 0,
             sent: 0,
             hit: None,
+            finished_at,
         }
     }
 
@@ -198,6 +207,9 @@ impl Birthday {
                 .and_then(|d| self.started.checked_add(d))
                 .unwrap_or(now);
             self.round_start = scheduled.max(now);
+            if self.finished() {
+                self.finished_at = Some(now);
+            }
         }
         Some(Probe {
             socket,
@@ -215,9 +227,9 @@ impl Birthday {
     }
 
     /// A disco message from the peer's IP arrived on local socket `socket`. Returns the hit the
-    /// first time.
+    /// first time, while the plan is [listening](Self::listening).
     pub fn handle_reply(&mut self, socket: u16, from: SocketAddr, now: Instant) -> Option<Hit> {
-        if self.hit.is_some() || from.ip() != self.plan.peer_ip || socket >= self.plan.sockets {
+        if !self.listening(now) || from.ip() != self.plan.peer_ip || socket >= self.plan.sockets {
             return None;
         }
         let hit = Hit {
@@ -238,6 +250,19 @@ impl Birthday {
     /// True when every round was sent without a hit.
     pub fn finished(&self) -> bool {
         self.round >= self.plan.rounds
+    }
+
+    /// True while a hit can still come: no hit yet, and probes still to send or the last
+    /// one sent less than a round interval plus [`LINGER`] ago. Until then the plan's
+    /// sockets must stay open.
+    pub fn listening(&self, now: Instant) -> bool {
+        if self.hit.is_some() {
+            return false;
+        }
+        match self.finished_at {
+            None => true,
+            Some(at) => now < at + self.plan.round_interval + LINGER,
+        }
     }
 
     /// Probes sent so far.

@@ -172,6 +172,14 @@ fn pacing_rounds_and_stop_after_hit() {
     assert_eq!(all, 4 * 2 * 10, "4 rounds × 2 sockets × 10 ports");
     assert!(b.finished());
     assert!(t >= start + Duration::from_secs(3));
+    // After its last probe (at `t`) it listens one round interval plus LINGER, then no more.
+    let late = t + b.plan().round_interval + LINGER;
+    let ms = Duration::from_millis(1);
+    assert!(b.listening(late - ms) && !b.listening(late));
+    let from = SocketAddr::new(peer, 105);
+    assert!(b.handle_reply(0, from, late).is_none(), "too late");
+    assert!(b.handle_reply(0, from, late - ms).is_some(), "lingering");
+    assert!(!b.listening(t), "a hit ends it");
     // A reply from elsewhere is not a hit; one from the peer is, once.
     let mut c = Birthday::new(Plan::sweep(peer, 100, 109, 2), start);
     assert!(c

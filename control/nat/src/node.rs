@@ -360,21 +360,25 @@ impl Node {
         }
     }
 
-    /// The local sockets still needed: the shared one, those any peer's endpoints are reached
-    /// from, and all of a birthday plan's while it runs. The shell may close the others.
-    pub fn sockets_in_use(&self) -> BTreeSet<u16> {
+    /// The local sockets still needed at `now`: the shared one, those any peer's endpoints
+    /// are reached from, and all of a birthday plan's while it is listening (it runs, or ended
+    /// moments ago). The shell may close the others.
+    pub fn sockets_in_use(&self, now: Instant) -> BTreeSet<u16> {
         let mut set = BTreeSet::from([0]);
         for p in self.peers.values() {
             set.extend(p.path.sockets());
-            if let Some(b) = p
-                .birthday
-                .as_ref()
-                .filter(|b| b.hit().is_none() && !b.finished())
-            {
+            if let Some(b) = p.birthday.as_ref().filter(|b| b.listening(now)) {
                 set.extend(0..b.plan().sockets);
             }
         }
         set
+    }
+
+    /// True while some peer's birthday plan is listening.
+    pub fn birthday_listening(&self, now: Instant) -> bool {
+        self.peers
+            .values()
+            .any(|p| p.birthday.as_ref().is_some_and(|b| b.listening(now)))
     }
 
     /// The birthday hit towards `peer`, once found.

@@ -416,7 +416,7 @@ fn scenario_2_easy_and_hard_need_the_birthday_probe() {
             let hit = w.nodes[1]
                 .birthday_hit_for(&node_key(0).public_key())
                 .unwrap();
-            let used = w.nodes[1].sockets_in_use();
+            let used = w.nodes[1].sockets_in_use(w.now);
             eprintln!("seed {seed}: sockets still needed {used:?}");
             assert_eq!(used, BTreeSet::from([0, hit.socket]));
         }
@@ -431,27 +431,35 @@ fn a_birthday_plan_needs_its_sockets_until_it_is_over() {
     let d = DiscoPrivate::new(PrivateKey::from_bytes([2; 32]));
     let peer = node_key(1).public_key();
     n.upsert_peer(peer_cfg(peer, d.public()), now);
-    assert_eq!(n.sockets_in_use(), BTreeSet::from([0]));
+    assert_eq!(n.sockets_in_use(now), BTreeSet::from([0]));
     let mut plan = Plan::sweep(IpAddr::from([203, 0, 113, 1]), 40000, 40003, 3);
     plan.rounds = 1;
+    let interval = plan.round_interval;
     n.start_birthday(&peer, plan, now);
-    assert_eq!(n.sockets_in_use(), BTreeSet::from([0, 1, 2]));
+    assert_eq!(n.sockets_in_use(now), BTreeSet::from([0, 1, 2]));
     // Send the whole plan (bounded: 12 probes, paced).
     let mut t = now;
+    let mut probes = 0;
     for _ in 0..1000 {
-        while n.poll_transmit(t).is_some() {}
+        while n.poll_transmit(t).is_some() {
+            probes += 1;
+        }
         match n.poll_timeout() {
-            Some(next) if n.sockets_in_use().len() > 1 => t = next.max(t),
+            Some(next) if probes < 12 => t = next.max(t),
             _ => break,
         }
         n.handle_timeout(t);
     }
+    assert_eq!(probes, 12);
+    // The peer's last probes may still be on their way: the sockets stay a while.
+    assert!(n.birthday_listening(t));
+    let end = t + interval + crate::birthday::LINGER;
     assert_eq!(
-        n.sockets_in_use(),
-        BTreeSet::from([0]),
-        "over after {:?}",
-        t - now
+        n.sockets_in_use(end - Duration::from_millis(1)),
+        BTreeSet::from([0, 1, 2])
     );
+    assert_eq!(n.sockets_in_use(end), BTreeSet::from([0]));
+    assert!(!n.birthday_listening(end));
 }
 
 #[test]

@@ -86,10 +86,6 @@ pub fn run_pair_homed(
             format!("{}={}", region(other), url(other)?),
             "--peer-region".into(),
             region(peer_home),
-            "--node-key".into(),
-            key.to_hex(),
-            "--disco-key".into(),
-            disco_key.to_hex(),
             "--peer-key".into(),
             peer_key.public_key().to_hex(),
             "--peer-disco".into(),
@@ -112,7 +108,11 @@ pub fn run_pair_homed(
             .hosts
             .get(i)
             .ok_or_else(|| anyhow::anyhow!("lab has no host {i}"))?;
-        peers.push(host.spawn(&format!("natpeer{i}"), &argv)?);
+        // Private keys through the environment, not the command line.
+        let mut cmd = host.command(&argv);
+        cmd.env("WEFT_NATPEER_NODE_KEY", key.to_hex())
+            .env("WEFT_NATPEER_DISCO_KEY", disco_key.to_hex());
+        peers.push(ChildGuard::spawn(&format!("natpeer{i}"), cmd)?);
     }
     let mut out: [Lines; 2] = [Vec::new(), Vec::new()];
     for (slot, (i, p)) in out.iter_mut().zip(peers.iter_mut().enumerate()) {

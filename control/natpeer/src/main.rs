@@ -7,8 +7,9 @@
 //! sent to the first delivered here, through the tunnel), `direct` (time until this node holds
 //! a trusted direct path to the peer, i.e. one of its pings was answered over UDP; checked
 //! every 5 ms), `birthday_hit`, and a `summary` with every counter. The tests of the NAT
-//! scenarios read these lines; `weft-natlab` prints them for people. Keys on the command line
-//! are visible to other local users (`/proc/*/cmdline`): lab keys only.
+//! scenarios read these lines; `weft-natlab` prints them for people. The private keys come
+//! from the environment (`WEFT_NATPEER_NODE_KEY`, `WEFT_NATPEER_DISCO_KEY`), which other local
+//! users cannot read, unlike a command line (`/proc/*/cmdline`); they are still lab keys.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -52,10 +53,10 @@ struct Args {
     #[arg(long)]
     peer_region: Option<u16>,
     /// This node's private key (hex; lab keys only).
-    #[arg(long)]
+    #[arg(long, env = "WEFT_NATPEER_NODE_KEY", hide_env_values = true)]
     node_key: String,
     /// This node's disco private key (hex; lab keys only).
-    #[arg(long)]
+    #[arg(long, env = "WEFT_NATPEER_DISCO_KEY", hide_env_values = true)]
     disco_key: String,
     /// The peer's node public key (hex).
     #[arg(long)]

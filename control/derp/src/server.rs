@@ -666,15 +666,24 @@ impl Server {
         } else {
             &mut c.packets
         };
+        // A full queue: the dropped head's buffer carries the new packet (no allocation for a
+        // client that is falling behind, the case where the relay is busiest).
+        let mut spare = None;
         while queue.len() >= depth {
             if let Some(old) = queue.pop_front() {
                 self.stats.drops.record(DropReason::QueueHead, &old.data);
+                spare = Some(old.data);
             }
         }
-        queue.push_back(Queued {
-            src,
-            data: p.to_vec(),
-        });
+        let data = match spare {
+            Some(mut buf) => {
+                buf.clear();
+                buf.extend_from_slice(p);
+                buf
+            }
+            None => p.to_vec(),
+        };
+        queue.push_back(Queued { src, data });
         if c.saw_src.insert(src) {
             self.peer_gone_watchers.entry(src).or_default().insert(to);
         }

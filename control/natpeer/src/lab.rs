@@ -152,14 +152,19 @@ pub fn describe(label: &str, out: &[Lines; 2]) -> Vec<String> {
                     h["probes"], h["elapsed_ms"]
                 )
             });
+            let regions: Vec<String> = s["derp_links"]
+                .as_array()
+                .map(|v| v.iter().map(|l| l["region"].to_string()).collect())
+                .unwrap_or_default();
             format!(
                 "{label} node{i}: NAT {}, first packet delivered {} after the peer sent it, direct path {}, \
-                 packets received direct {} / relayed {}{birthday}",
+                 packets received direct {} / relayed {}{birthday}, relay links to regions [{}]",
                 s["nat"].as_str().unwrap_or("?"),
                 ms(&s["first_packet_ms"]),
                 ms(&s["direct_ms"]),
                 s["delivered_direct"],
                 s["delivered_derp"],
+                regions.join(", "),
             )
         })
         .collect()

@@ -3,16 +3,18 @@
 //! and prints how the pair found its path; everything is removed afterwards. Root only.
 //!
 //! ```text
-//! weft-natlab [--nat easy,easy] [--nat hard,hard] [--block-udp] [--secs 6]
+//! weft-natlab [--nat easy,easy] [--nat hard,hard] [--block-udp] [--two-regions] [--secs 6]
 //! ```
 //! Each `--nat A,B` is one run (`easy`, `hard`, or `hard:LO-HI` for a small port range); an
-//! easy/hard or small-range hard/hard pair also runs the birthday probe.
+//! easy/hard or small-range hard/hard pair also runs the birthday probe. `--two-regions` homes
+//! the second node on the lab's second relay (not meshed with the first): relayed packets
+//! then go through the peer's home region.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use weft_natpeer::lab::{describe, run_pair};
+use weft_natpeer::lab::{describe, run_pair_homed};
 use weft_testkit::{NatKind, NatLab, NAT_PUBLIC};
 
 #[derive(Parser, Debug)]
@@ -27,6 +29,9 @@ struct Args {
     /// Also run one pair with all UDP blocked at both NATs.
     #[arg(long)]
     block_udp: bool,
+    /// Home the two nodes on different relays (regions 900 and 901, not meshed).
+    #[arg(long)]
+    two_regions: bool,
     /// Seconds per run.
     #[arg(long, default_value_t = 6)]
     secs: u64,
@@ -109,7 +114,8 @@ fn main() -> Result<()> {
         if birthday[0].is_some() {
             println!("   birthday probe: {:?} / {:?}", birthday[0], birthday[1]);
         }
-        let out = run_pair(&lab, &natpeer, args.secs, birthday)?;
+        let homes = if args.two_regions { [0, 1] } else { [0, 0] };
+        let out = run_pair_homed(&lab, &natpeer, args.secs, birthday, homes)?;
         for line in describe(&name, &out) {
             println!("   {line}");
         }

@@ -291,22 +291,7 @@ fn netns_realclients_interactive_login_waits_for_admin() {
 
 /// `curl` through n1's SOCKS5 proxy into the tailnet: whether `url` answered within 4 s.
 fn reachable(lab: &Lab, url: &str) -> Result<bool> {
-    let out = lab.ns.exec_env(
-        Duration::from_secs(10),
-        &[],
-        &[
-            "curl",
-            "-s",
-            "-o",
-            "/dev/null",
-            "--max-time",
-            "4",
-            "--socks5-hostname",
-            "127.0.0.1:1055",
-            url,
-        ],
-    )?;
-    Ok(out.status.success())
+    support::reachable_via_socks(&lab.ns, url)
 }
 
 /// A policy change reaches the nodes and changes what they can reach; an approved subnet

@@ -377,24 +377,7 @@ fn netns_realclients_nat_hard_hard_relayed_through_weft_derper() {
         "n2's HTTP server reachable over the tailnet",
         Duration::from_secs(30),
         Duration::from_millis(500),
-        || {
-            let out = lab.lab.hosts[0].exec_env(
-                Duration::from_secs(10),
-                &[],
-                &[
-                    "curl",
-                    "-s",
-                    "-o",
-                    "/dev/null",
-                    "--max-time",
-                    "4",
-                    "--socks5-hostname",
-                    "127.0.0.1:1055",
-                    &format!("http://{ip}:8000/"),
-                ],
-            )?;
-            Ok(out.status.success())
-        },
+        || support::reachable_via_socks(&lab.lab.hosts[0], &format!("http://{ip}:8000/")),
     )
     .unwrap();
     let before = lab.relay_metrics().unwrap();

@@ -59,6 +59,27 @@ pub(crate) fn admin(state: &Path, args: &[&str]) -> Result<String> {
     tailscale::coordd_admin(coordd_bin(), state, args)
 }
 
+/// `curl` in `ns` through the SOCKS5 proxy a userspace-networking `tailscaled` there offers
+/// on 127.0.0.1:1055: whether `url` answered within 4 s.
+pub(crate) fn reachable_via_socks(ns: &Netns, url: &str) -> Result<bool> {
+    let out = ns.exec_env(
+        std::time::Duration::from_secs(10),
+        &[],
+        &[
+            "curl",
+            "-s",
+            "-o",
+            "/dev/null",
+            "--max-time",
+            "4",
+            "--socks5-hostname",
+            "127.0.0.1:1055",
+            url,
+        ],
+    )?;
+    Ok(out.status.success())
+}
+
 /// User `alice` and a reusable pre-auth key of hers.
 pub(crate) fn alice_key(state: &Path) -> Result<String> {
     tailscale::preauth_key(coordd_bin(), state, "alice")

@@ -335,7 +335,9 @@ impl MagicSock {
     /// Cancel-safe. `None` when the shell's readers are gone.
     pub async fn recv(&mut self) -> Option<(Source, Vec<u8>)> {
         loop {
-            let prune = (self.open_sockets() > 1).then_some(self.next_prune);
+            // Trailing closed slots are popped, so a second slot means an extra socket is open
+            // (and this check is O(1) on every packet).
+            let prune = (self.sockets.len() > 1).then_some(self.next_prune);
             let deadline = [self.node.poll_timeout(), self.derp.poll_timeout(), prune]
                 .into_iter()
                 .flatten()

@@ -427,10 +427,7 @@ fn scenario_2_easy_and_hard_need_the_birthday_probe() {
 #[test]
 fn a_birthday_plan_needs_its_sockets_until_it_is_over() {
     let now = t0();
-    let mut n = lone_node(now);
-    let d = DiscoPrivate::new(PrivateKey::from_bytes([2; 32]));
-    let peer = node_key(1).public_key();
-    n.upsert_peer(peer_cfg(peer, d.public()), now);
+    let (mut n, _, peer) = node_with_one_peer(now);
     assert_eq!(n.sockets_in_use(now), BTreeSet::from([0]));
     let mut plan = Plan::sweep(IpAddr::from([203, 0, 113, 1]), 40000, 40003, 3);
     plan.rounds = 1;
@@ -564,6 +561,15 @@ fn lone_node(now: Instant) -> Node {
     )
 }
 
+/// [`lone_node`] with one peer (node key 1, homed on `REGION`), and that peer's disco key.
+fn node_with_one_peer(now: Instant) -> (Node, DiscoPrivate, PublicKey) {
+    let mut n = lone_node(now);
+    let d = DiscoPrivate::new(PrivateKey::from_bytes([2; 32]));
+    let peer = node_key(1).public_key();
+    n.upsert_peer(peer_cfg(peer, d.public()), now);
+    (n, d, peer)
+}
+
 fn peer_cfg(node: PublicKey, disco: DiscoPublic) -> PeerConfig {
     PeerConfig {
         node_key: node,
@@ -667,10 +673,7 @@ fn a_peer_with_a_zero_disco_key_is_reached_through_derp_only() {
 #[test]
 fn v4_mapped_sources_from_a_dual_stack_socket_are_canonical() {
     let now = t0();
-    let mut n = lone_node(now);
-    let d = DiscoPrivate::new(PrivateKey::from_bytes([2; 32]));
-    let peer = node_key(1).public_key();
-    n.upsert_peer(peer_cfg(peer, d.public()), now);
+    let (mut n, d, peer) = node_with_one_peer(now);
     let mut p = Vec::new();
     DiscoBox::new(&d, n.disco_public())
         .unwrap()
